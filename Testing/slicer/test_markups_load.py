@@ -1,0 +1,59 @@
+"""Our ``.mrk.json`` centerlines load into a slicer-core MRML scene as curves with ``Radius``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from angiorecon.formats.markups import write_markups_curves
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+pytestmark = pytest.mark.mrml
+
+
+@pytest.fixture
+def scene():
+    """A bare scene with the Markups logic attached (registers the markups node/storage classes)."""
+    sc = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerMarkupsLogic()
+    logic.SetMRMLScene(sc)
+    yield sc, logic
+    sc.Clear(1)
+
+
+def _tree():
+    trunk = np.stack([np.zeros(6), np.zeros(6), np.linspace(0, 25, 6)], axis=1) + [10.0, -20.0, 5.0]
+    child = np.stack([np.linspace(0, 12, 4), np.zeros(4), np.full(4, 25.0)], axis=1) + [10.0, -20.0, 5.0]
+    return [trunk, child], [np.linspace(3.0, 2.0, 6), np.linspace(1.5, 1.0, 4)]
+
+
+def test_storage_node_reads_curve_with_radius(tmp_path, scene):
+    sc, _ = scene
+    curves, radii = _tree()
+    path = write_markups_curves(tmp_path / "tree.mrk.json", curves, radii, names=["Vessel (0)", "Vessel (1)"])
+    storage = sc.AddNewNodeByClass("vtkMRMLMarkupsJsonStorageNode")
+    node = storage.AddNewMarkupsNodeFromFile(str(path))
+    assert node is not None and node.IsA("vtkMRMLMarkupsCurveNode")
+    assert node.GetName() == "Vessel (0)"
+    assert node.GetNumberOfControlPoints() == 6
+    # the file is LPS; MRML holds RAS
+    ras = [0.0, 0.0, 0.0]
+    node.GetNthControlPointPosition(2, ras)
+    np.testing.assert_allclose(ras, curves[0][2] * [-1, -1, 1], atol=1e-9)
+    meas = node.GetMeasurement("Radius")
+    assert meas is not None and meas.GetUnits() == "mm"
+    vals = meas.GetControlPointValues()
+    np.testing.assert_allclose([vals.GetValue(i) for i in range(vals.GetNumberOfTuples())], radii[0])
+    assert node.GetCurveLengthWorld() == pytest.approx(25.0, rel=1e-3)
+
+
+def test_markups_logic_loads_every_branch(tmp_path, scene):
+    sc, logic = scene
+    curves, radii = _tree()
+    path = write_markups_curves(tmp_path / "tree.mrk.json", curves, radii)
+    assert logic.LoadMarkups(str(path))
+    nodes = sc.GetNodesByClass("vtkMRMLMarkupsCurveNode")
+    assert nodes.GetNumberOfItems() == 2
+    second = nodes.GetItemAsObject(1)
+    assert second.GetNumberOfControlPoints() == 4
+    assert second.GetMeasurement("Radius").GetControlPointValues().GetValue(3) == pytest.approx(1.0)
