@@ -187,6 +187,26 @@ def _read_image(path: Path) -> Frames:
 
 
 def _read_dicom(path: Path) -> Frames:
+    """XA/XRF through :mod:`angiorecon.formats.dicom_xa` (intensity relationship honoured); other grey
+    DICOM images, or XA without the geometry tags DDSA does not need, through pydicom directly."""
+    from ..formats.dicom_xa import log_intensity, read_xa
+
+    try:
+        run = read_xa(path)
+    except BadInput as exc:
+        return _read_dicom_plain(path, reason=str(exc))
+    if run.quantity == "line_integral":
+        p = run.frames.astype(np.float32)
+    else:
+        p = -log_intensity(run)
+    info = {"domain": f"XA {run.intensity_relationship} sign {run.intensity_sign:+d} → -ln(intensity)",
+            "subtracted": bool(run.subtracted), "warnings": list(run.warnings)}
+    times = np.diff(run.times_s)
+    fsp = float(np.median(times)) if len(times) else 1.0
+    return Frames(path, "dicom", p, tuple(map(float, run.pixel_spacing)), fsp if fsp > 0 else 1.0, info)
+
+
+def _read_dicom_plain(path: Path, reason: str = "") -> Frames:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -194,7 +214,8 @@ def _read_dicom(path: Path) -> Frames:
         ds = pydicom.dcmread(path)
         arr = ds.pixel_array
     except (InvalidDicomError, AttributeError, OSError, ValueError, RuntimeError) as exc:
-        raise BadInput(f"cannot read DICOM {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(f"cannot read DICOM {path}: {msg}" + (f" ({reason})" if reason else "")) from None
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if arr.ndim == 2:
         arr = arr[None]
@@ -207,7 +228,8 @@ def _read_dicom(path: Path) -> Frames:
     spacing = getattr(ds, "ImagerPixelSpacing", None) or getattr(ds, "PixelSpacing", None) or (1.0, 1.0)
     p = _display_to_p(arr, path, vmax=float(2 ** bits - 1), invert=photometric == "MONOCHROME1")
     return Frames(path, "dicom", p, (float(spacing[0]), float(spacing[1])),
-                  info={"domain": f"display intensity, {bits} bits, {photometric}", "modality": str(getattr(ds, "Modality", ""))})
+                  info={"domain": f"display intensity, {bits} bits, {photometric}",
+                        "modality": str(getattr(ds, "Modality", ""))})
 
 
 def _read_stack(path: Path) -> Frames:
