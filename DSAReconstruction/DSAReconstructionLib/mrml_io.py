@@ -1,0 +1,459 @@
+"""Put engine results into an MRML scene: volumes, segmentations, models, curves, sequences, tables.
+
+Every function takes the scene as its first argument (inside Slicer ``slicer.mrmlScene``; in tests
+a slicer-core scene from :mod:`.headless`) and imports only numpy, VTK and MRML classes, never
+``qt``/``ctk``/``slicer.app``.
+
+Coordinates: engine files and arrays are in the engine world frame = ITK physical = **LPS** mm.
+MRML nodes hold **RAS**, so the in-memory constructors convert with ``RAS = diag(-1, -1, 1)·LPS``.
+File readers use Slicer's own storage nodes, which read LPS files (NRRD/NIfTI, ``.mrk.json``,
+models tagged ``SPACE=LPS``) into RAS themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+
+#: RAS = LPS_TO_RAS @ LPS (homogeneous); its own inverse.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+MODEL_SUFFIXES = (".vtp", ".vtk", ".stl", ".ply", ".obj")
+TABLE_SUFFIXES = (".csv", ".tsv")
+#: manifest roles that are files for the user, not scene content.
+NOT_LOADED_ROLES = frozenset({"log", "dataset", "dicom", "preview", "other"})
+#: roles whose image files are projection stacks [frames, rows, cols] → 2D+t sequences.
+STACK_ROLES = frozenset({"projections", "renderings", "images"})
+#: roles whose image files are masks → segmentations.
+MASK_ROLES = frozenset({"vessel_mask", "segmentation"})
+
+
+# -- geometry helpers ----------------------------------------------------------------------------
+def lps_to_ras_matrix(ijk_to_lps: np.ndarray) -> np.ndarray:
+    """IJK→RAS from an IJK→LPS (engine world) affine."""
+    return LPS_TO_RAS @ np.asarray(ijk_to_lps, dtype=float)
+
+
+def lps_to_ras_points(points: np.ndarray) -> np.ndarray:
+    """(N, 3) LPS points → RAS (the same flip in both directions)."""
+    return np.asarray(points, dtype=float).reshape(-1, 3) * [-1.0, -1.0, 1.0]
+
+
+def _vtk_matrix(m: np.ndarray) -> vtk.vtkMatrix4x4:
+    out = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            out.SetElement(r, c, float(m[r, c]))
+    return out
+
+
+def ijk_to_ras(volume_node: Any) -> np.ndarray:
+    """The 4×4 IJK→RAS matrix of a volume node as numpy."""
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for compound in (".nii.gz", ".seq.nrrd", ".seg.nrrd", ".mrk.json"):
+        if name.endswith(compound):
+            return compound
+    return path.suffix.lower()
+
+
+def _name(path: Path) -> str:
+    suffix = _suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _read_with(scene: Any, storage_class: str, node: Any, path: Path) -> None:
+    storage = scene.AddNewNodeByClass(storage_class)
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise OSError(f"Slicer could not read {path}")
+
+
+# -- volumes -------------------------------------------------------------------------------------
+def add_volume(scene: Any, array: np.ndarray, ijk_to_lps: np.ndarray, name: str, *,
+               labelmap: bool = False) -> Any:
+    """Scalar (or labelmap) volume from ``array[k, j, i]`` (= engine ``[z, y, x]``) and its IJK→LPS affine."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(arr))
+    node.SetIJKToRASMatrix(_vtk_matrix(lps_to_ras_matrix(ijk_to_lps)))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def load_volume(scene: Any, path: str | Path, name: str | None = None, *, labelmap: bool = False,
+                color_node_id: str | None = None) -> Any:
+    """Volume from a NRRD/NIfTI/MHA file (LPS on disk; Slicer's reader converts to RAS)."""
+    path = Path(path)
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
+                                   name or _name(path))
+    _read_with(scene, "vtkMRMLVolumeArchetypeStorageNode", node, path)
+    node.CreateDefaultDisplayNodes()
+    if color_node_id:
+        node.GetDisplayNode().SetAndObserveColorNodeID(color_node_id)
+    return node
+
+
+# -- segmentations -------------------------------------------------------------------------------
+def segmentation_from_labelmap(scene: Any, labelmap_node: Any, name: str,
+                               segment_names: Sequence[str] | None = None) -> Any:
+    """Segmentation node with one segment per non-zero label of a labelmap node (closed surface too)."""
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(labelmap_node)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap_node, seg):
+        raise RuntimeError(f"could not import labelmap {labelmap_node.GetName()} into a segmentation")
+    segmentation = seg.GetSegmentation()
+    for i, segment_name in enumerate(segment_names or ()):
+        if i < segmentation.GetNumberOfSegments():
+            segmentation.GetNthSegment(i).SetName(segment_name)
+    seg.CreateClosedSurfaceRepresentation()
+    return seg
+
+
+def add_segmentation(scene: Any, mask: np.ndarray, ijk_to_lps: np.ndarray, name: str, *,
+                     segment_names: Sequence[str] | None = None) -> Any:
+    """Segmentation from an integer/boolean mask ``[z, y, x]`` (label value → segment)."""
+    mask = np.asarray(mask)
+    dtype = np.uint8 if mask.max(initial=0) < 256 else np.int32
+    label = add_volume(scene, mask.astype(dtype), ijk_to_lps, f"{name} labels", labelmap=True)
+    try:
+        return segmentation_from_labelmap(scene, label, name, segment_names)
+    finally:
+        scene.RemoveNode(label)
+
+
+def load_segmentation(scene: Any, path: str | Path, name: str | None = None,
+                      segment_names: Sequence[str] | None = None) -> Any:
+    """Segmentation from a ``.seg.nrrd`` or from a mask volume file (label value → segment)."""
+    path = Path(path)
+    if _suffix(path) == ".seg.nrrd":
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or _name(path))
+        _read_with(scene, "vtkMRMLSegmentationStorageNode", seg, path)
+        seg.CreateDefaultDisplayNodes()
+        seg.CreateClosedSurfaceRepresentation()
+        return seg
+    label = load_volume(scene, path, f"{name or _name(path)} labels", labelmap=True)
+    try:
+        return segmentation_from_labelmap(scene, label, name or _name(path), segment_names)
+    finally:
+        scene.RemoveNode(label.GetStorageNode())
+        scene.RemoveNode(label)
+
+
+# -- models --------------------------------------------------------------------------------------
+def polydata_lps_to_ras(polydata: Any) -> Any:
+    """Copy of a polydata moved from LPS to RAS; point/cell arrays are kept, normals rotated."""
+    transform = vtk.vtkTransform()
+    transform.Scale(-1.0, -1.0, 1.0)
+    flt = vtk.vtkTransformPolyDataFilter()
+    flt.SetTransform(transform)
+    flt.SetInputData(polydata)
+    flt.Update()
+    out = vtk.vtkPolyData()
+    out.DeepCopy(flt.GetOutput())
+    return out
+
+
+def add_model(scene: Any, polydata: Any, name: str, *, lps: bool = True,
+              color: Sequence[float] | None = None) -> Any:
+    """Model node from an in-memory polydata (engine LPS unless ``lps=False``)."""
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
+    node.SetAndObservePolyData(polydata_lps_to_ras(polydata) if lps else polydata)
+    node.CreateDefaultDisplayNodes()
+    if color is not None:
+        node.GetDisplayNode().SetColor(*color)
+    return node
+
+
+def load_model(scene: Any, path: str | Path, name: str | None = None, *,
+               color: Sequence[float] | None = None) -> Any:
+    """Model from ``.vtp/.vtk/.stl/.ply/.obj`` (LPS files, as the engine writes them) with all arrays."""
+    path = Path(path)
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", name or _name(path))
+    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    storage.SetCoordinateSystem(slicer.vtkMRMLStorageNode.CoordinateSystemLPS)
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise OSError(f"Slicer could not read model {path}")
+    node.CreateDefaultDisplayNodes()
+    if color is not None:
+        node.GetDisplayNode().SetColor(*color)
+    return node
+
+
+# -- markups -------------------------------------------------------------------------------------
+def add_curve(scene: Any, points: np.ndarray, name: str, *, radius: np.ndarray | None = None,
+              lps: bool = True, attributes: Mapping[str, Any] | None = None,
+              color: Sequence[float] | None = None) -> Any:
+    """Centerline curve (markups curve) with an optional per-point ``Radius`` measurement in mm.
+
+    Laid out like SlicerVMTK's centerline curves: linear segments through the control points, the
+    radius as a static measurement so VMTK's cross-section tools and
+    ``arrayFromMarkupsCurveData(curve, "Radius", world=True)`` find it.
+    """
+    pts = lps_to_ras_points(points) if lps else np.asarray(points, dtype=float).reshape(-1, 3)
+    curve = scene.AddNewNodeByClass("vtkMRMLMarkupsCurveNode", name)
+    curve.CreateDefaultDisplayNodes()
+    curve.SetCurveTypeToLinear()
+    curve.SetNumberOfPointsPerInterpolatingSegment(1)
+    vtk_points = vtk.vtkPoints()
+    for p in pts:
+        vtk_points.InsertNextPoint(*p)
+    curve.SetControlPointPositionsWorld(vtk_points)
+    if radius is not None:
+        values = np.asarray(radius, dtype=float).reshape(-1)
+        if len(values) != len(pts):
+            raise ValueError(f"curve {name!r}: {len(values)} radii for {len(pts)} points")
+        add_point_measurement(curve, "Radius", values, "mm")
+    for key, value in (attributes or {}).items():
+        curve.SetAttribute(str(key), str(value))
+    display = curve.GetDisplayNode()
+    display.SetPointLabelsVisibility(False)
+    if color is not None:
+        display.SetSelectedColor(*color)
+        display.SetColor(*color)
+    return curve
+
+
+def add_point_measurement(markup: Any, measurement_name: str, values: np.ndarray, units: str = "") -> Any:
+    """Attach a per-control-point static measurement (e.g. ``Radius``) to a markups node."""
+    array = vtk.vtkDoubleArray()
+    array.SetName(measurement_name)
+    for v in np.asarray(values, dtype=float).reshape(-1):
+        array.InsertNextValue(float(v))
+    measurement = slicer.vtkMRMLStaticMeasurement()
+    measurement.SetName(measurement_name)
+    measurement.SetUnits(units)
+    measurement.SetPrintFormat("%5.3f %s")
+    measurement.SetControlPointValues(array)
+    markup.AddMeasurement(measurement)
+    return measurement
+
+
+def load_markups(scene: Any, path: str | Path) -> list[Any]:
+    """Every markup of a ``.mrk.json`` file (e.g. one curve per vessel branch), in file order."""
+    path = Path(path)
+    try:
+        count = len(json.loads(path.read_text())["markups"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OSError(f"{path} is not a markups JSON file: {exc}") from None
+    storage = scene.AddNewNodeByClass("vtkMRMLMarkupsJsonStorageNode")
+    nodes = []
+    for index in range(count):
+        node = storage.AddNewMarkupsNodeFromFile(str(path), "", index)
+        if node is None:
+            raise OSError(f"Slicer could not read markup {index} of {path}")
+        nodes.append(node)
+    scene.RemoveNode(storage)
+    return nodes
+
+
+# -- sequences -----------------------------------------------------------------------------------
+def add_sequence(scene: Any, frames: np.ndarray, name: str, *, ijk_to_lps: np.ndarray | None = None,
+                 index_values: Sequence[float] | None = None, index_name: str = "time", index_unit: str = "s",
+                 frame_attributes: Sequence[Mapping[str, Any]] | None = None,
+                 playback_fps: float | None = None) -> tuple[Any, Any]:
+    """Volume sequence + browser from ``frames[t, z, y, x]`` (4D) or ``frames[t, rows, cols]`` (2D+t).
+
+    2D frames become single-slice volumes. ``ijk_to_lps`` is the IJK→LPS affine shared by all
+    frames (for 2D frames: columns, rows, frame normal); by default unit spacing, which shows the
+    images upright in the axial view as Slicer's DICOM plugin does (IJK→RAS = diag(−1, −1, 1)).
+    ``frame_attributes[i]`` become node attributes of frame ``i`` (kept in ``.seq.nrrd``).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim not in (3, 4):
+        raise ValueError(f"sequence {name!r}: frames must be [t, z, y, x] or [t, rows, cols], got {frames.shape}")
+    n = frames.shape[0]
+    values = list(range(n)) if index_values is None else list(index_values)
+    if len(values) != n:
+        raise ValueError(f"sequence {name!r}: {len(values)} index values for {n} frames")
+    if frame_attributes is not None and len(frame_attributes) != n:
+        raise ValueError(f"sequence {name!r}: {len(frame_attributes)} attribute sets for {n} frames")
+    ras = _vtk_matrix(lps_to_ras_matrix(np.eye(4) if ijk_to_lps is None else ijk_to_lps))
+
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    seq.SetIndexName(index_name)
+    seq.SetIndexUnit(index_unit)
+    seq.SetIndexType(seq.NumericIndex)
+    frame_node = slicer.vtkMRMLScalarVolumeNode()
+    for i in range(n):
+        slicer.util.updateVolumeFromArray(frame_node, np.ascontiguousarray(frames[i][None] if frames.ndim == 3 else frames[i]))
+        frame_node.SetIJKToRASMatrix(ras)
+        for key in list(frame_node.GetAttributeNames() or ()):
+            frame_node.RemoveAttribute(key)
+        for key, value in (frame_attributes[i] if frame_attributes else {}).items():
+            frame_node.SetAttribute(str(key), str(value))
+        seq.SetDataNodeAtValue(frame_node, _index_text(values[i]))
+
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+    browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
+    browser.SetPlaybackActive(False)
+    if playback_fps:
+        browser.SetPlaybackRateFps(float(playback_fps))
+    browser.SetSelectedItemNumber(0)
+    proxy = browser.GetProxyNode(seq)
+    if proxy is not None:
+        proxy.CreateDefaultDisplayNodes()
+    return seq, browser
+
+
+def _index_text(value: float) -> str:
+    return f"{float(value):.6g}"
+
+
+def add_browser(scene: Any, sequence: Any, name: str | None = None) -> Any:
+    """Browser (with proxy node) for an existing sequence node."""
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", name or f"{sequence.GetName()} browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.SetSelectedItemNumber(0)
+    return browser
+
+
+def load_volume_sequence(scene: Any, path: str | Path, name: str | None = None) -> tuple[Any, Any]:
+    """A ``.seq.nrrd`` (4D NRRD with index values and per-item attributes) + browser."""
+    path = Path(path)
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name or _name(path))
+    _read_with(scene, "vtkMRMLVolumeSequenceStorageNode", seq, path)
+    return seq, add_browser(scene, seq)
+
+
+def load_stack_sequence(scene: Any, path: str | Path, name: str | None = None, *,
+                        index_values: Sequence[float] | None = None, index_name: str = "frame",
+                        index_unit: str = "", frame_attributes: Sequence[Mapping[str, Any]] | None = None
+                        ) -> tuple[Any, Any]:
+    """A projection stack file ``[frames, rows, cols]`` as a 2D+t sequence with the file's pixel spacing."""
+    path = Path(path)
+    stack = load_volume(scene, path, f"{name or _name(path)} stack")
+    try:
+        frames = slicer.util.arrayFromVolume(stack).copy()
+        spacing = stack.GetSpacing()
+    finally:
+        scene.RemoveNode(stack.GetStorageNode())
+        scene.RemoveNode(stack)
+    return add_sequence(scene, frames, name or _name(path), ijk_to_lps=np.diag([spacing[0], spacing[1], 1.0, 1.0]),
+                        index_values=index_values, index_name=index_name, index_unit=index_unit,
+                        frame_attributes=frame_attributes)
+
+
+# -- tables --------------------------------------------------------------------------------------
+def add_table(scene: Any, metrics: Mapping[str, Any], name: str) -> Any:
+    """Table node from metrics.
+
+    ``{"dice": 0.91, ...}`` → columns ``Metric``/``Value``; ``{"fdk": {"dice": 0.8}, "sart": {...}}``
+    → one row per key (column ``Name``) and one numeric column per metric.
+    """
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    if metrics and all(isinstance(v, Mapping) for v in metrics.values()):
+        columns = list(dict.fromkeys(k for row in metrics.values() for k in row))
+        _add_column(table, "Name", list(metrics))
+        for col in columns:
+            _add_column(table, col, [row.get(col) for row in metrics.values()])
+    else:
+        _add_column(table, "Metric", list(metrics))
+        _add_column(table, "Value", list(metrics.values()))
+    return table
+
+
+def _add_column(table: Any, name: str, values: list[Any]) -> None:
+    numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) or v is None for v in values)
+    if numeric:
+        column = numpy_support.numpy_to_vtk(np.array([np.nan if v is None else float(v) for v in values]), deep=True)
+    else:
+        column = vtk.vtkStringArray()
+        for v in values:
+            column.InsertNextValue("" if v is None else str(v))
+    column.SetName(name)
+    table.AddColumn(column)
+
+
+def load_table(scene: Any, path: str | Path, name: str | None = None) -> Any:
+    """Table from a metrics ``.json`` (see :func:`add_table`) or a ``.csv``/``.tsv`` file."""
+    path = Path(path)
+    if _suffix(path) == ".json":
+        return add_table(scene, json.loads(path.read_text()), name or _name(path))
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name or _name(path))
+    _read_with(scene, "vtkMRMLTableStorageNode", table, path)
+    return table
+
+
+# -- manifests -----------------------------------------------------------------------------------
+@dataclass
+class LoadedOutputs:
+    """What :func:`load_manifest` did: nodes by role, and outputs left as files."""
+
+    manifest: dict[str, Any]
+    nodes: dict[str, list[Any]] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def first(self, role: str) -> Any:
+        """The first node loaded for ``role`` (None if none)."""
+        return (self.nodes.get(role) or [None])[0]
+
+
+def load_output(scene: Any, output: Mapping[str, Any], folder: Path) -> list[Any]:
+    """Load one manifest output (``{"role", "path", ...}``) by its file type and role."""
+    role = output["role"]
+    path = folder / output["path"]
+    name = output.get("name") or _name(path)
+    suffix = _suffix(path)
+    if suffix == ".mrk.json":
+        return load_markups(scene, path)
+    if suffix == ".seq.nrrd":
+        return list(load_volume_sequence(scene, path, name))
+    if suffix == ".seg.nrrd" or (role in MASK_ROLES and suffix in VOLUME_SUFFIXES):
+        return [load_segmentation(scene, path, name, output.get("segment_names"))]
+    if suffix in MODEL_SUFFIXES:
+        return [load_model(scene, path, name, color=output.get("color"))]
+    if suffix in TABLE_SUFFIXES or (suffix == ".json" and role in ("metrics", "table")):
+        return [load_table(scene, path, name)]
+    if suffix in VOLUME_SUFFIXES and (role in STACK_ROLES or role == "sequence"):
+        return list(load_stack_sequence(scene, path, name, index_values=output.get("index_values"),
+                                        index_name=output.get("index_name", "frame"),
+                                        index_unit=output.get("index_unit", ""),
+                                        frame_attributes=output.get("frame_attributes")))
+    if suffix in VOLUME_SUFFIXES:
+        color = "vtkMRMLColorTableNodeRainbow" if role == "time_to_peak" else None
+        return [load_volume(scene, path, name, color_node_id=color)]
+    raise ValueError(f"cannot load {role!r} output {path.name}: unknown file type {suffix!r}")
+
+
+def load_manifest(scene: Any, manifest_path: str | Path, roles: Sequence[str] | None = None) -> LoadedOutputs:
+    """Load every output of a finished run into the scene, by role (see ``angiorecon.worker``).
+
+    Folders and roles that are files for the user rather than scene content (logs, datasets, DICOM
+    exports, previews) are listed in ``skipped``. ``roles`` restricts loading to those roles.
+    """
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
+    loaded = LoadedOutputs(manifest=manifest)
+    for output in manifest.get("outputs", []):
+        role = output["role"]
+        path = manifest_path.parent / output["path"]
+        if (roles is not None and role not in roles) or role in NOT_LOADED_ROLES or path.is_dir():
+            loaded.skipped.append(output)
+            continue
+        loaded.nodes.setdefault(role, []).extend(load_output(scene, output, manifest_path.parent))
+    return loaded
