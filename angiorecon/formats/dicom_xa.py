@@ -451,7 +451,14 @@ def _angles(ds: Any, n: int, where: str, base_kw: str, inc_kw: str, override: tu
 def _legacy_geometry(ds: Any, n: int, where: str, ov: XAOverrides, warn: list[str]
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[float, float], np.ndarray]:
     motion = _text(ds, "PositionerMotion", where).upper()
-    dynamic = motion == "DYNAMIC"
+    # DYNAMIC needs an increment; when only one of the two is given, the other axis did not move.
+    has_inc = [_raw(ds, kw, where) is not None
+               for kw in ("PositionerPrimaryAngleIncrement", "PositionerSecondaryAngleIncrement")]
+    has_inc += [o is not None and len(o) == n > 1 for o in (ov.primary_deg, ov.secondary_deg)]
+    dynamic = motion == "DYNAMIC" and not any(has_inc)
+    if motion == "DYNAMIC" and any(has_inc) and not all(has_inc[:2]):
+        warn.append("PositionerMotion is DYNAMIC but only one angle increment is present; the other angle is "
+                    "taken as constant")
     prim = _angles(ds, n, where, "PositionerPrimaryAngle", "PositionerPrimaryAngleIncrement", ov.primary_deg, dynamic)
     sec = _angles(ds, n, where, "PositionerSecondaryAngle", "PositionerSecondaryAngleIncrement",
                   ov.secondary_deg, dynamic)
