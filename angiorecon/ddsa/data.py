@@ -27,7 +27,7 @@ from scipy import ndimage
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .domain import frame_stats
+from .domain import TARGET_GAIN, frame_stats
 
 PairSource = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -144,7 +144,7 @@ def augment_pair(rng: np.random.Generator, fill: np.ndarray, dsa: np.ndarray, pa
     if rng.random() < aug.p_lowfreq:
         x = x + rng.uniform(*aug.lowfreq) * scale * _smooth_field(rng, x.shape)
     xn = ((x - centre) / scale).astype(np.float32)
-    yn = (y / scale).astype(np.float32)
+    yn = (TARGET_GAIN * y / scale).astype(np.float32)
     return np.ascontiguousarray(xn), np.ascontiguousarray(yn)
 
 
@@ -198,5 +198,5 @@ def full_frame_pairs(source: PairSource, n: int, seed: int) -> list[tuple[np.nda
         rng = np.random.default_rng([seed, 10_000_019, i])
         fill, dsa = source(rng)
         centre, scale = frame_stats(fill)
-        out.append((((fill - centre) / scale).astype(np.float32), (np.asarray(dsa) / scale).astype(np.float32), scale))
+        out.append((((fill - centre) / scale).astype(np.float32), (TARGET_GAIN * np.asarray(dsa) / scale).astype(np.float32), scale))
     return out

@@ -11,8 +11,9 @@ definition, per frame:
   shows the network frames displayed linearly in transmission, so log- and linear-LUT displays both
   fit;
 * the network sees ``x = (p − median(p)) / s`` with ``s = P99(p) − P1(p)`` over the **whole frame**
-  (tiles share their frame's statistics) and predicts ``y = DSA / s``; the DSA in line-integral units
-  is ``s · y`` clipped at 0.
+  (tiles share their frame's statistics) and predicts ``y = G · DSA / s`` with the fixed gain
+  ``G = 10`` (keeps the thin-vessel targets of order one); the DSA in line-integral units is
+  ``s · y / G`` clipped at 0.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ DOMAIN: dict[str, str] = {
     "name": "line-integral/per-frame-robust/v1",
     "physical_input": "line integral p = -ln(I/I0) of the fill (contrast) frame; bright = more attenuation",
     "network_input": "x = (p - median(p)) / s with s = P99(p) - P1(p) over the whole frame",
-    "network_output": "y = DSA / s; DSA = max(s * y, 0) in line-integral units (log(mask) - log(fill))",
+    "network_output": "y = 10 * DSA / s; DSA = max(s * y / 10, 0) in line-integral units (log(mask) - log(fill))",
+    "target_gain": "10",
     "display_images": "PNG/TIFF/DICOM pixel value v (vessels dark; MONOCHROME1 inverted first): "
                       "p = -ln((v + 0.5) / (vmax + 1)), vmax = 2**bits - 1",
     "float_stacks": "NIfTI/NRRD/MHA float stacks are line integrals p (as written by the simulator)",
 }
 
 _EPS = 1e-6
+TARGET_GAIN = 10.0  #: G in y = G·DSA/s
 
 
 def frame_stats(p: np.ndarray) -> tuple[float, float]:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import BadInput
 from ..models.unet import UNet, build_unet
-from .domain import frame_stats, intensity_to_line_integral
+from .domain import TARGET_GAIN, frame_stats, intensity_to_line_integral
 from .train import load_checkpoint
 
 DEFAULT_WEIGHTS = "ddsa_light.pt"
@@ -100,7 +100,7 @@ class DeepDSA:
         out = np.empty_like(frames)
         for i, frame in enumerate(frames):
             centre, scale = frame_stats(frame)
-            out[i] = np.maximum(self.predict_normalised(((frame - centre) / scale)[None])[0] * scale, 0.0)
+            out[i] = np.maximum(self.predict_normalised(((frame - centre) / scale)[None])[0] * (scale / TARGET_GAIN), 0.0)
             if progress:
                 progress((i + 1) / len(frames))
         return out[0] if single else out

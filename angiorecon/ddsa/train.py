@@ -117,11 +117,12 @@ def rank_device(device: str, info: DistInfo) -> torch.device:
 
 # ----------------------------------------------------------------------------- metrics
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean PSNR (dB) over the batch, peak = each target's max − min."""
-    p, t = pred.detach().float().flatten(1), target.detach().float().flatten(1)
-    mse = ((p - t) ** 2).mean(1).clamp_min(1e-12)
-    peak = (t.max(1).values - t.min(1).values).clamp_min(1e-6)
-    return float((10 * torch.log10(peak ** 2 / mse)).mean())
+    """PSNR (dB) of a batch, peak = the batch target's max − min (crops without vessels have no peak
+    of their own, so a per-image peak would be meaningless)."""
+    p, t = pred.detach().float(), target.detach().float()
+    mse = float(((p - t) ** 2).mean())
+    peak = float(t.max() - t.min())
+    return 10 * math.log10(max(peak, 1e-6) ** 2 / max(mse, 1e-12))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -247,7 +248,7 @@ class Trainer:
             y = torch.from_numpy(np.stack([c[1] for c in chunk]))[:, None].to(self.device)
             pred = self.model(x).float()
             l1s.append(float(F.l1_loss(pred, y)))
-            ps.append(psnr(pred, y))
+            ps += [psnr(a, b) for a, b in zip(pred, y)]
             rs += [pearson(a, b) for a, b in zip(pred.cpu().numpy(), y.cpu().numpy())]
         return {"val_l1": float(np.mean(l1s)), "val_psnr": float(np.mean(ps)), "val_r": float(np.mean(rs))}
 
