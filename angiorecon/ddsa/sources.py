@@ -64,11 +64,22 @@ def simulated_pairs(spec: str, n: int, *, seed: int, detector: tuple[int, int] =
     gen = PairGenerator(ct, grid, vessel_mask=mask, detector=detector, seed=seed)
     pairs = []
     for i in range(n):
-        s = gen.sample()
+        s = _sample_with_retry(gen)
         pairs.append((np.asarray(s["fill"], np.float32), np.asarray(s["dsa"], np.float32)))
         if progress:
             progress((i + 1) / n, f"{Path(spec.partition('::')[0]).name}: frame {i + 1}/{n}")
     return pairs
+
+
+def _sample_with_retry(gen: Any, tries: int = 5) -> dict[str, Any]:
+    """One simulator sample; a draw the simulator cannot render (e.g. a degenerate random tree) is
+    skipped and redrawn — the generator's state has moved on, so the next draw differs."""
+    for _ in range(tries - 1):
+        try:
+            return gen.sample()
+        except (ValueError, IndexError):
+            continue
+    return gen.sample()
 
 
 def simulated_pool(spec: str, n: int, *, seed: int, detector: tuple[int, int] = (256, 256),
