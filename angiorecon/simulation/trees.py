@@ -670,6 +670,13 @@ class TreeGrower:
             if r < p.min_radius:
                 continue
             d = _rotate(t, w, sign * th)
+            if job.children is not None and self.guide is not None:
+                # named daughters (LAD/LCX) leave the junction along their own guides
+                g = self.guide(np.asarray(self.nodes[node]), t, gid)
+                if g is not None:
+                    d = _unit(g)
+                    if self.constraint is not None:
+                        d = self.constraint(np.asarray(self.nodes[node]), d, r)[1]
             self.queue.append(_Pending(np.asarray(self.nodes[node]), d, _unit(w - np.dot(w, d) * d), r,
                                        job.generation + 1, branch, node, gid, name))
 
