@@ -168,11 +168,17 @@ class XARun:
     def label(self) -> str:
         """Short human-readable name for messages."""
         name = Path(self.source_files[0]).name if self.source_files else self.sop_instance_uid
-        desc = f" '{self.series_description}'" if self.series_description else ""
+        desc = f" '{_clean(self.series_description, 40)}'" if self.series_description else ""
         return f"{name}{desc} ({self.n_frames} frames)"
 
 
 # ======================================================================================= helpers
+def _clean(text: Any, limit: int = 80) -> str:
+    """Printable, one-line, bounded text of a file value or parser message (for error messages)."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return out if len(out) <= limit else out[:limit] + "…"
+
+
 def _tag_text(keyword: str) -> str:
     from pydicom.datadict import tag_for_keyword
 
@@ -195,7 +201,7 @@ def _raw(ds: Any, keyword: str, where: str) -> Any:
     except AngioError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed elements
-        raise BadInput(f"{where}: {_tag_text(keyword)} cannot be decoded ({type(exc).__name__}: {exc})") from None
+        raise BadInput(f"{where}: {_tag_text(keyword)} cannot be decoded ({type(exc).__name__}: {_clean(exc)})") from None
     if value is None:
         return None
     if isinstance(value, (str, bytes)) and len(value) == 0:
@@ -220,11 +226,11 @@ def _floats(ds: Any, keyword: str, where: str) -> np.ndarray | None:
     out = []
     for v in items:
         if isinstance(v, (bytes, bytearray)) or v is None or isinstance(v, bool):
-            raise BadInput(f"{where}: {_tag_text(keyword)} must hold numbers, got {str(value)[:40]!r}")
+            raise BadInput(f"{where}: {_tag_text(keyword)} must hold numbers, got {_clean(value, 40)!r}")
         try:
             out.append(float(v))
         except (TypeError, ValueError, OverflowError):
-            raise BadInput(f"{where}: {_tag_text(keyword)} must hold numbers, got {str(value)[:40]!r}") from None
+            raise BadInput(f"{where}: {_tag_text(keyword)} must hold numbers, got {_clean(value, 40)!r}") from None
     arr = np.asarray(out, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise BadInput(f"{where}: {_tag_text(keyword)} holds NaN or infinite values")
@@ -307,7 +313,7 @@ def read_dicom_header(path: str | Path, *, stop_before_pixels: bool = False) -> 
     except MemoryError:
         raise OutOfMemory(f"{path}: ran out of memory while reading the DICOM header") from None
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise many types in pydicom
-        raise BadInput(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise BadInput(f"{path} is corrupt or truncated ({type(exc).__name__}: {_clean(exc, 120)})") from None
 
 
 def sop_class_and_modality(ds: Any, where: str) -> tuple[str, str]:
@@ -330,8 +336,9 @@ def check_xa(ds: Any, where: str) -> str:
             name = UID(sop).name if sop else "no SOP Class UID"
         except Exception:  # noqa: BLE001 - garbage UID text
             name = sop
-        raise BadInput(f"{where} is not an X-ray angiography image: SOP class {sop or '?'} ({name}), "
-                       f"modality {modality or '?'}; expected XA/XRF (1.2.840.10008.5.1.4.1.1.12.x)")
+        raise BadInput(f"{where} is not an X-ray angiography image: SOP class {_clean(sop, 64) or '?'} "
+                       f"({_clean(name, 64)}), modality {_clean(modality, 16) or '?'}; expected XA/XRF "
+                       f"(1.2.840.10008.5.1.4.1.1.12.x)")
     return sop
 
 
@@ -361,7 +368,7 @@ def read_xa(path: str | Path, overrides: XAOverrides | None = None) -> XARun:
 
     pir = _text(ds, "PixelIntensityRelationship", where).upper() or "LIN"
     if pir not in ("LIN", "LOG", "DISP"):
-        warn.append(f"unknown PixelIntensityRelationship {pir!r}; treated as LIN")
+        warn.append(f"unknown PixelIntensityRelationship {_clean(pir, 20)!r}; treated as LIN")
         pir = "LIN"
     if pir == "DISP":
         warn.append("PixelIntensityRelationship is DISP (display curve); pixel values are treated as linear "
@@ -409,12 +416,12 @@ def _frame_layout(ds: Any, where: str) -> tuple[int, int, int]:
     else:
         n = _int1(ds, "NumberOfFrames", where)
         if n is None or n < 1:
-            raise BadInput(f"{where}: {_tag_text('NumberOfFrames')} must be a positive integer, got {nf!r}")
+            raise BadInput(f"{where}: {_tag_text('NumberOfFrames')} must be a positive integer, got {_clean(nf, 40)!r}")
     spp = _int1(ds, "SamplesPerPixel", where) or 1
     photometric = _text(ds, "PhotometricInterpretation", where).upper() or "MONOCHROME2"
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise BadInput(f"{where}: expected grey-scale pixels (SamplesPerPixel 1, MONOCHROME1/2), got "
-                       f"{spp} samples, {photometric}")
+                       f"{spp} samples, {_clean(photometric, 20)}")
     bits = _int1(ds, "BitsAllocated", where)
     if bits not in (8, 16, 32):
         raise BadInput(f"{where}: {_tag_text('BitsAllocated')} must be 8, 16 or 32, got {bits}")
@@ -505,7 +512,7 @@ def _times(ds: Any, n: int, where: str, warn: list[str], fallback: np.ndarray | 
             try:
                 pointers.add(int(Tag(p)))
             except Exception:  # noqa: BLE001 - a garbage pointer only changes the preference order
-                warn.append(f"ignored unreadable FrameIncrementPointer value {p!r}")
+                warn.append(f"ignored unreadable FrameIncrementPointer value {_clean(p, 20)!r}")
     ftv = _floats(ds, "FrameTimeVector", where)
     ft = _float1(ds, "FrameTime", where)
     use_vector = ftv is not None and (Tag("FrameTimeVector") in pointers or ft is None)
@@ -596,7 +603,7 @@ def _enhanced_geometry(ds: Any, n: int, where: str, ov: XAOverrides, warn: list[
             try:
                 stamps.append(DT(text).timestamp())
             except Exception:  # noqa: BLE001 - DT raises ValueError/TypeError/OverflowError on garbage
-                raise BadInput(f"{fw}: FrameAcquisitionDateTime {text[:30]!r} is not a DICOM date-time") from None
+                raise BadInput(f"{fw}: FrameAcquisitionDateTime {_clean(text, 30)!r} is not a DICOM date-time") from None
     if len(set(spacings)) != 1:
         raise BadInput(f"{where}: ImagerPixelSpacing changes between frames ({sorted(set(spacings))[:3]}); "
                        f"not supported")
@@ -654,7 +661,7 @@ def _decode_pixels(ds: Any, n: int, rows: int, cols: int, where: str) -> tuple[n
     except MemoryError:
         raise OutOfMemory(f"{where}: ran out of memory decoding the pixel data") from None
     except Exception as exc:  # noqa: BLE001 - decoders (pylibjpeg, numpy) raise many types on corrupt data
-        raise BadInput(f"{where}: pixel data cannot be decoded ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise BadInput(f"{where}: pixel data cannot be decoded ({type(exc).__name__}: {_clean(exc, 120)})") from None
     arr = np.asarray(arr)
     if arr.size != n * rows * cols:
         raise BadInput(f"{where}: decoded pixel data has {arr.size} values, expected {n}x{rows}x{cols}")
