@@ -93,6 +93,7 @@ def _unique(stem: str, used: set[str]) -> str:
 def _write_output(ctx: TaskContext, fr: Any, dsa: np.ndarray, stem: str) -> str:
     from PIL import Image
 
+    from ..ddsa.infer import display_dsa
     from ..formats.volume import write_stack
 
     if fr.kind == "image":
