@@ -86,6 +86,37 @@ def _read_with(scene: Any, storage_class: str, node: Any, path: Path) -> None:
         raise OSError(f"Slicer could not read {path}")
 
 
+def _write_with(scene: Any, storage_class: str, node: Any, path: str | Path) -> Path:
+    """Write ``node`` with a temporary storage node (the node's own storage stays as it was)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = scene.AddNewNodeByClass(storage_class)
+    try:
+        if storage.IsA("vtkMRMLModelStorageNode"):
+            storage.SetCoordinateSystem(slicer.vtkMRMLStorageNode.CoordinateSystemLPS)
+        storage.SetFileName(str(path))
+        if not storage.WriteData(node):
+            raise OSError(f"Slicer could not write {node.GetName()} to {path}")
+    finally:
+        scene.RemoveNode(storage)
+    return path
+
+
+def save_volume(scene: Any, volume_node: Any, path: str | Path) -> Path:
+    """Write a scene volume as an engine input (NRRD/NIfTI: LPS on disk)."""
+    return _write_with(scene, "vtkMRMLVolumeArchetypeStorageNode", volume_node, path)
+
+
+def save_model(scene: Any, model_node: Any, path: str | Path) -> Path:
+    """Write a scene model as an engine input (LPS on disk, arrays kept in ``.vtp``/``.vtk``)."""
+    return _write_with(scene, "vtkMRMLModelStorageNode", model_node, path)
+
+
+def save_sequence(scene: Any, sequence_node: Any, path: str | Path) -> Path:
+    """Write a volume sequence as ``.seq.nrrd`` (index values and per-frame attributes kept)."""
+    return _write_with(scene, "vtkMRMLVolumeSequenceStorageNode", sequence_node, path)
+
+
 # -- volumes -------------------------------------------------------------------------------------
 def add_volume(scene: Any, array: np.ndarray, ijk_to_lps: np.ndarray, name: str, *,
                labelmap: bool = False) -> Any:
@@ -157,6 +188,20 @@ def load_segmentation(scene: Any, path: str | Path, name: str | None = None,
         return segmentation_from_labelmap(scene, label, name or _name(path), segment_names)
     finally:
         scene.RemoveNode(label.GetStorageNode())
+        scene.RemoveNode(label)
+
+
+def save_segmentation_labelmap(scene: Any, segmentation_node: Any, reference_volume: Any, path: str | Path) -> Path:
+    """Write a segmentation as a labelmap on the reference volume's grid (segment i → label i+1)."""
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} export")
+    try:
+        segment_ids = vtk.vtkStringArray()
+        segmentation_node.GetSegmentation().GetSegmentIDs(segment_ids)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, segment_ids, label, reference_volume):
+            raise OSError(f"could not export segmentation {segmentation_node.GetName()} to a labelmap")
+        return _write_with(scene, "vtkMRMLVolumeArchetypeStorageNode", label, path)
+    finally:
         scene.RemoveNode(label)
 
 

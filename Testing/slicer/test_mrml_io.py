@@ -315,3 +315,49 @@ def test_load_manifest_by_role(mrml_scene, tmp_path):
 
     only = mrml_io.load_manifest(mrml_scene.scene, out / "manifest.json", roles=["mesh"])
     assert list(only.nodes) == ["mesh"] and len(only.skipped) == 8
+
+
+def test_scene_inputs_saved_for_the_engine(mrml_scene, tmp_path):
+    from angiorecon.formats.mesh import read_mesh
+    from angiorecon.formats.volume import read_volume
+
+    sc = mrml_scene.scene
+    m = _rotated_affine()
+    data = np.random.default_rng(8).random((4, 5, 6)).astype(np.float32)
+    vol = mrml_io.add_volume(sc, data, m, "CT")
+    arr, grid = read_volume(mrml_io.save_volume(sc, vol, tmp_path / "ct.nrrd"))
+    assert np.array_equal(arr, data)
+    np.testing.assert_allclose(grid.affine, m, atol=1e-9)
+    assert vol.GetStorageNode() is None
+
+    pd, pts = _sphere_with_arrays()
+    model = mrml_io.add_model(sc, pd, "Reference")
+    verts, _, arrays = read_mesh(mrml_io.save_model(sc, model, tmp_path / "reference.vtp"))
+    np.testing.assert_allclose(verts, pts, atol=1e-5)
+    assert "Radius" in arrays
+
+    frames = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    seq, _ = mrml_io.add_sequence(sc, frames, "Run", index_values=[0, 0.5, 1],
+                                  frame_attributes=[{"XA.PositionerPrimaryAngle": str(a)} for a in (-10, 0, 10)])
+    path = mrml_io.save_sequence(sc, seq, tmp_path / "run.seq.nrrd")
+    seq2, browser = mrml_io.load_volume_sequence(sc, path, "Run again")
+    assert seq2.GetNumberOfDataNodes() == 3 and seq2.GetNthIndexValue(1) == "0.5"
+    assert seq2.GetNthDataNode(2).GetAttribute("XA.PositionerPrimaryAngle") == "10"
+    assert np.array_equal(slicer.util.arrayFromVolume(seq2.GetNthDataNode(1))[0], frames[1])
+    assert browser.GetProxyNode(seq2) is not None
+
+
+def test_segmentation_saved_as_labelmap_on_reference_grid(mrml_scene, tmp_path):
+    from angiorecon.formats.volume import read_volume
+
+    sc = mrml_scene.scene
+    m = _rotated_affine()
+    ct = mrml_io.add_volume(sc, np.zeros((10, 12, 14), np.int16), m, "CT")
+    mask = np.zeros((10, 12, 14), np.uint8)
+    mask[2:8, 3:9, 4:10] = 1
+    mask[1:3, 1:3, 11:13] = 2
+    seg = mrml_io.add_segmentation(sc, mask, m, "Vessels")
+    labels, grid = read_volume(mrml_io.save_segmentation_labelmap(sc, seg, ct, tmp_path / "vessels.nrrd"))
+    assert np.array_equal(labels, mask)
+    np.testing.assert_allclose(grid.affine, m, atol=1e-9)
+    assert sc.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0

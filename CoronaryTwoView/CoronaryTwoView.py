@@ -1,0 +1,149 @@
+"""CoronaryTwoView: 3D coronary arteries from two angiographic views with their C-arm geometry.
+
+Thin Slicer layer over the engine's ``coronary`` task; the background-run machinery and the scene
+loading are shared with DSAReconstruction (``EngineTaskLogic``, ``EngineModuleWidget``,
+``DSAReconstructionLib``).
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+from CoronaryTwoViewLib import jobs
+from DSAReconstruction import CATEGORY, CONTRIBUTORS, EngineModuleWidget, EngineTaskLogic, pathIsSet
+from DSAReconstructionLib import jobs as sharedJobs
+from DSAReconstructionLib.process import BackgroundProcess
+
+#
+# CoronaryTwoView
+#
+
+
+class CoronaryTwoView(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Coronary Two-View")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", CATEGORY)]
+        self.parent.dependencies = ["DSAReconstruction"]
+        self.parent.contributors = CONTRIBUTORS
+        self.parent.helpText = _(
+            "Reconstruct 3D coronary arteries from two X-ray angiography views: pick one frame of each XA run"
+            " (by number, or at the same cardiac phase), segment the vessels in 2D, and reconstruct the surface"
+            " and the centerline tree with radius using the C-arm geometry of the DICOM files.")
+        self.parent.acknowledgementText = _("Part of the SlicerAngioRecon extension.")
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class CoronaryTwoViewParameterNode:
+    firstRunPath: Path
+    firstFrame: Annotated[int, WithinRange(0, 100000)] = 0
+    secondRunPath: Path
+    secondFrame: Annotated[int, WithinRange(0, 100000)] = 0
+    frameSelection: Annotated[str, Choice(list(jobs.FRAME_SELECTIONS))] = "index"
+    segmentationMethod: Annotated[str, Choice(list(jobs.SEGMENTATION_METHODS))] = "frangi"
+    reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
+    device: Annotated[str, Choice(list(sharedJobs.DEVICES))] = "auto"
+    outputFolder: Path
+    loadMesh: bool = True
+    loadCenterlines: bool = True
+    loadOverlays: bool = True
+
+
+#
+# CoronaryTwoViewWidget
+#
+
+
+class CoronaryTwoViewWidget(EngineModuleWidget):
+    def createLogic(self) -> "CoronaryTwoViewLogic":
+        return CoronaryTwoViewLogic()
+
+    def updateGuiFromParameterNode(self, p: CoronaryTwoViewParameterNode) -> None:
+        byIndex = p.frameSelection == "index"
+        self.ui.firstFrameSpinBox.enabled = byIndex
+        self.ui.secondFrameSpinBox.enabled = byIndex
+
+    def canApply(self) -> bool:
+        p = self._parameterNode
+        return pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath)
+
+    def startRun(self) -> None:
+        self.logic.startReconstruction(self._parameterNode)
+
+
+#
+# CoronaryTwoViewLogic
+#
+
+
+class CoronaryTwoViewLogic(EngineTaskLogic):
+    """Two-view coronary reconstruction runs; results (mesh, centerline tree, overlays) into the scene."""
+
+    def getParameterNode(self) -> CoronaryTwoViewParameterNode:
+        return CoronaryTwoViewParameterNode(super().getParameterNode())
+
+    def coronaryJob(self, p: CoronaryTwoViewParameterNode) -> dict:
+        if not (pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath)):
+            raise ValueError(_("Select the XA DICOM file of each view."))
+        return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
+                                 second_frame=p.secondFrame, frame_selection=p.frameSelection,
+                                 segmentation=p.segmentationMethod, method=p.reconstructionMethod)
+
+    def rolesToLoadFor(self, p: CoronaryTwoViewParameterNode) -> list:
+        roles = ["volume", "vessel_mask", "metrics"]
+        if p.loadMesh:
+            roles.append("mesh")
+        if p.loadCenterlines:
+            roles.append("centerlines")
+        if p.loadOverlays:
+            roles += ["images", "renderings"]
+        return roles
+
+    def startReconstruction(self, p: CoronaryTwoViewParameterNode) -> BackgroundProcess:
+        return self.startTask("coronary", self.coronaryJob(p), self.newOutputFolder("coronary", p.outputFolder),
+                              device=p.device, rolesToLoad=self.rolesToLoadFor(p))
+
+
+#
+# CoronaryTwoViewTest
+#
+
+
+class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: the engine worker through this module's logic, and its job building."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_EngineSelfTest()
+        self.setUp()
+        self.test_CoronaryJob()
+
+    def test_EngineSelfTest(self):
+        self.delayDisplay("Running the engine self-test")
+        loaded = CoronaryTwoViewLogic().runTask("selftest", sharedJobs.selftest_job(steps=2, step_seconds=0.01),
+                                                device="cpu", timeout=300)
+        self.assertEqual(loaded.manifest["task"], "selftest")
+        self.delayDisplay("Engine self-test passed")
+
+    def test_CoronaryJob(self):
+        logic = CoronaryTwoViewLogic()
+        p = logic.getParameterNode()
+        p.firstRunPath = Path("/data/lao30.dcm")
+        p.secondRunPath = Path("/data/rao20.dcm")
+        p.secondFrame = 12
+        job = logic.coronaryJob(p)
+        self.assertEqual([v["frame"] for v in job["views"]], [0, 12])
+        self.assertEqual(job["method"], "default")

@@ -1,0 +1,1 @@
+"""Slicer-free logic of the CoronaryTwoView module (job building); MRML glue is shared in ``DSAReconstructionLib``."""
