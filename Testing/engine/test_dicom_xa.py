@@ -508,3 +508,27 @@ def test_study_inputs_edge_cases(tmp_path):
         select_dsa(study.runs)
     sig = select_dsa(study.runs, subtracted=True)
     assert sig.line_integrals.shape == (3, 16, 12)
+
+
+def test_compressed_pixel_data_jpeg2000_and_rle(tmp_path):
+    """Compressed XA decodes through pylibjpeg-openjpeg (JPEG 2000) and pydicom's RLE decoder."""
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    frames = np.random.default_rng(4).integers(0, 60000, (2, 32, 32)).astype(np.uint16)
+    path = write_xa(tmp_path / "raw.dcm", frames, primary_deg=[0.0, 2.0], secondary_deg=0, sid=SID, sod=SOD,
+                    pixel_spacing=SPACING)
+    for ts in (JPEG2000Lossless, RLELossless):
+        ds = pydicom.dcmread(path)
+        ds.compress(ts)
+        out = tmp_path / f"{ts.keyword}.dcm"
+        ds.save_as(out)
+        run = read_xa(out)
+        assert np.array_equal(run.frames, frames.astype(np.float32)) and run.primary_deg.tolist() == [0.0, 2.0]
+    ds = pydicom.dcmread(tmp_path / "JPEG2000Lossless.dcm")
+    from pydicom.encaps import encapsulate, generate_frames
+
+    broken = [f[: len(f) // 3] for f in generate_frames(ds.PixelData, number_of_frames=2)]
+    ds.PixelData = encapsulate(broken)
+    ds.save_as(tmp_path / "broken.dcm")
+    with pytest.raises(BadInput, match="pixel data cannot be decoded"):
+        read_xa(tmp_path / "broken.dcm")

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-spacing", type=float, nargs="+", metavar="MM",
                    help="detector pixel spacing: one value, or row and column, mm (replaces ImagerPixelSpacing)")
     p.add_argument("--primary", type=_floats, metavar="DEG[,DEG...]",
-                   help="primary angle (LAO+): one base angle, or one per frame (replaces PositionerPrimaryAngle)")
+                   help="primary angle (LAO+): one base angle, or one per frame (replaces PositionerPrimaryAngle); "
+                        "write negative values as --primary=-30,-28")
     p.add_argument("--secondary", type=_floats, metavar="DEG[,DEG...]",
                    help="secondary angle (CRA+): one base angle, or one per frame")
     p.add_argument("--volume-size", type=int, nargs="+", metavar="N", help="voxels: one value or nx ny nz")
