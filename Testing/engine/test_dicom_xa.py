@@ -532,3 +532,18 @@ def test_compressed_pixel_data_jpeg2000_and_rle(tmp_path):
     ds.save_as(tmp_path / "broken.dcm")
     with pytest.raises(BadInput, match="pixel data cannot be decoded"):
         read_xa(tmp_path / "broken.dcm")
+
+
+def test_two_single_frame_views_stack_into_one_geometry(tmp_path):
+    from angiorecon.formats.xa_study import stack_views
+
+    img = np.ones((20, 18), np.uint16)
+    for name, a, b in (("v1.dcm", -30.0, 20.0), ("v2.dcm", 45.0, -15.0)):
+        write_xa(tmp_path / name, img, primary_deg=a, secondary_deg=b, sid=SID, sod=SOD, pixel_spacing=SPACING)
+    runs = load_study([tmp_path / "v1.dcm", tmp_path / "v2.dcm"]).runs
+    frames, geom = stack_views(runs)
+    hand = ConeBeamGeometry.from_xa_angles([-30.0, 45.0], [20.0, -15.0], SID, SOD, SPACING, (20, 18))
+    assert frames.shape == (2, 20, 18)
+    np.testing.assert_allclose(geom.projection_matrices(), hand.projection_matrices(), atol=1e-12)
+    reverse = load_study([tmp_path / "v2.dcm", tmp_path / "v1.dcm"]).runs      # explicit files keep their order
+    assert [r.primary_deg[0] for r in reverse] == [45.0, -30.0]

@@ -56,12 +56,12 @@ class DSASignal:
     how: str = ""                       #: one line saying how the signal was obtained
 
 
-def find_files(inputs: Sequence[str | Path]) -> list[tuple[Path, bool]]:
-    """All candidate files: (path, given explicitly). Folders are searched recursively."""
-    out: list[tuple[Path, bool]] = []
+def find_files(inputs: Sequence[str | Path]) -> list[tuple[Path, bool, int]]:
+    """All candidate files: (path, given explicitly, input index). Folders are searched recursively."""
+    out: list[tuple[Path, bool, int]] = []
     if not inputs:
         raise BadInput("no input given: pass DICOM files or folders")
-    for item in inputs:
+    for index, item in enumerate(inputs):
         p = Path(item)
         if not p.exists():
             raise BadInput(f"input {p} does not exist")
@@ -69,23 +69,23 @@ def find_files(inputs: Sequence[str | Path]) -> list[tuple[Path, bool]]:
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
             if not files:
                 raise BadInput(f"folder {p} is empty")
-            out.extend((f, False) for f in files if f.name.upper() != "DICOMDIR")
+            out.extend((f, False, index) for f in files if f.name.upper() != "DICOMDIR")
         else:
-            out.append((p, True))
+            out.append((p, True, index))
     return out
 
 
 def load_study(inputs: Sequence[str | Path], overrides: XAOverrides | None = None,
                progress: Callable[[float, str], None] | None = None) -> XAStudy:
-    """Read every XA/XRF instance in ``inputs``.
+    """Read every XA/XRF instance in ``inputs`` (in input order; a folder's runs by study/series/instance).
 
     Files named explicitly must be XA/XRF (else :class:`BadInput` naming their SOP class); files met
     while searching folders are skipped when they are not DICOM or not XA, and listed in ``skipped``.
     """
     files = find_files(inputs)
-    runs: list[XARun] = []
+    runs: list[tuple[int, XARun]] = []
     skipped: list[str] = []
-    for i, (path, explicit) in enumerate(files):
+    for i, (path, explicit, index) in enumerate(files):
         if progress is not None:
             progress(i / len(files), f"reading {path.name}")
         if not explicit:
@@ -95,13 +95,16 @@ def load_study(inputs: Sequence[str | Path], overrides: XAOverrides | None = Non
             except BadInput as exc:
                 skipped.append(str(exc))
                 continue
-        runs.append(read_xa(path, overrides))
+        runs.append((index, read_xa(path, overrides)))
     if not runs:
         detail = "; ".join(skipped[:3]) + (f"; … {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise BadInput(f"no XA/XRF image found in {', '.join(str(i) for i in inputs)}"
                        + (f" ({detail})" if detail else ""))
-    runs.sort(key=lambda r: (r.study_uid, r.series_uid, r.instance_number or 0, r.source_files[0]))
-    return XAStudy(runs, skipped)
+    # Inputs keep their order (two-view input: view 1, view 2); a folder's runs are grouped by
+    # study, series and instance.
+    runs.sort(key=lambda ir: (ir[0], ir[1].study_uid, ir[1].series_uid, ir[1].instance_number or 0,
+                              ir[1].source_files[0]))
+    return XAStudy([r for _, r in runs], skipped)
 
 
 def _hint(run: XARun) -> str:
@@ -215,3 +218,26 @@ def select_dsa(runs: Sequence[XARun], subtracted: bool | None = None, angle_tol_
 
 def _labels(runs: Sequence[XARun]) -> str:
     return ", ".join(r.label for r in runs[:4]) + (f", … {len(runs) - 4} more" if len(runs) > 4 else "")
+
+
+def stack_views(runs: Sequence[XARun]) -> tuple[np.ndarray, ConeBeamGeometry]:
+    """All frames of ``runs`` as one multi-view problem: ([N, H, W] frames, geometry), in the given order.
+
+    For two-view coronary input (two single-frame XA images, possibly from different series); the
+    frames keep their real-world values, convert them with ``log_intensity`` as needed.
+    """
+    runs = list(runs)
+    if not runs:
+        raise BadInput("no XA image to stack")
+    shapes = {r.frames.shape[1:] for r in runs}
+    if len(shapes) != 1:
+        raise BadInput(f"views have different frame sizes {sorted(shapes)}: {_labels(runs)}")
+    gs = [r.geometry for r in runs]
+    cat = {k: np.concatenate([getattr(g, k) for g in gs]) for k in ("source", "det_center", "det_u", "det_v")}
+    times = np.concatenate([r.times_s for r in runs])
+    meta = {"frame": "DICOM patient LPS, isocentre at origin",
+            "primary_deg": np.concatenate([r.primary_deg for r in runs]).tolist(),
+            "secondary_deg": np.concatenate([r.secondary_deg for r in runs]).tolist(),
+            "source_files": [f for r in runs for f in r.source_files]}
+    geom = ConeBeamGeometry(cat["source"], cat["det_center"], cat["det_u"], cat["det_v"], gs[0].det_shape, times, meta)
+    return np.concatenate([r.frames for r in runs]), geom
