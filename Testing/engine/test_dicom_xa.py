@@ -547,3 +547,17 @@ def test_two_single_frame_views_stack_into_one_geometry(tmp_path):
     np.testing.assert_allclose(geom.projection_matrices(), hand.projection_matrices(), atol=1e-12)
     reverse = load_study([tmp_path / "v2.dcm", tmp_path / "v1.dcm"]).runs      # explicit files keep their order
     assert [r.primary_deg[0] for r in reverse] == [45.0, -30.0]
+
+
+def test_enhanced_per_frame_display_shutter(tmp_path):
+    path = _enhanced(tmp_path, [1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    ds = pydicom.dcmread(path)
+    shutter = Dataset()
+    shutter.ShutterShape = "RECTANGULAR"
+    shutter.ShutterLeftVerticalEdge, shutter.ShutterRightVerticalEdge = 2, 7
+    shutter.ShutterUpperHorizontalEdge, shutter.ShutterLowerHorizontalEdge = 3, 10
+    ds.PerFrameFunctionalGroupsSequence[1].FrameDisplayShutterSequence = DicomSequence([shutter])
+    ds.save_as(path)
+    mask = read_xa(path).valid_mask
+    assert mask[0].all() and mask[2].all()
+    assert mask[1].sum() == 8 * 6 and mask[1, 2:10, 1:7].all()
