@@ -14,9 +14,11 @@ from pydicom.uid import generate_uid
 from angiorecon.formats.dicom_xa import write_xa, write_xa_geometry
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators.projector_cpu import back_project, forward_project
-from angiorecon.pipelines.convert import default_grid
+from angiorecon.pipelines.convert import default_grid, vpal_equivalent
 
-dataset = pytest.importorskip("angiorecon.formats.dataset", reason="dataset folder format not available yet")
+
+def _dataset_module():
+    return pytest.importorskip("angiorecon.formats.dataset", reason="dataset folder format not available yet")
 
 
 def _phantom_case(n_views: int = 10, h: int = 20, w: int = 24):
@@ -61,6 +63,7 @@ def _write_pair(folder: Path, geom: ConeBeamGeometry, li: np.ndarray) -> None:
 
 
 def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path):
+    _dataset_module()
     geom, grid, li = _phantom_case()
     study = tmp_path / "study"
     _write_pair(study, geom, li)
@@ -72,7 +75,7 @@ def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     assert {o["path"] for o in manifest["outputs"]} >= {"transforms.json"}
     assert (out / "transforms.json").exists() and (out / "proj.nii.gz").exists()
-    ds = dataset.read_dataset(out)
+    ds = _dataset_module().read_dataset(out)
     # Same rays in the DICOM frame (columns mirrored with respect to the VPAL convention) and the same
     # line integrals up to the uint16 quantisation of the raw runs.
     _same_rays(geom, li, ds.geometry, ds.projections, atol=2e-3)
@@ -85,12 +88,13 @@ def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path)
 
 
 def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path):
+    _dataset_module()
     fdk_mod = pytest.importorskip("angiorecon.operators.fdk", reason="FDK operator not available yet")
     geom, grid, li = _phantom_case()
     _write_pair(tmp_path / "study", geom, li)
     res = run_engine("convert", tmp_path / "study", "--out", tmp_path / "ds", "--events", "quiet")
     assert res.returncode == 0, res.stderr[-3000:]
-    ds = dataset.read_dataset(tmp_path / "ds")
+    ds = _dataset_module().read_dataset(tmp_path / "ds")
     a = fdk_mod.fdk(li.astype(np.float32), geom, grid)
     b = fdk_mod.fdk(np.asarray(ds.projections, np.float32), ds.geometry, grid)
     a, b = np.asarray(a), np.asarray(b)
@@ -98,15 +102,31 @@ def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path):
 
 
 def test_convert_subtracted_run_and_grid_options(tmp_path):
+    _dataset_module()
     geom, _, li = _phantom_case(n_views=4, h=12, w=16)
     write_xa_geometry(tmp_path / "sub.dcm", li, geom, subtracted=True)
     out = tmp_path / "ds"
     res = run_engine("convert", tmp_path / "sub.dcm", "--out", out, "--volume-size", "20", "16", "12",
                      "--voxel-size", "0.5", "--events", "quiet")
     assert res.returncode == 0, res.stderr[-3000:]
-    ds = dataset.read_dataset(out)
+    ds = _dataset_module().read_dataset(out)
     assert ds.grid.shape == (12, 16, 20) and np.allclose(ds.grid.spacing, 0.5)
     assert ds.mask_run is None and ds.fill_run is None
+    _same_rays(geom, li, ds.geometry, ds.projections, atol=float(li.max()) / 65535)
+
+
+def test_convert_tilted_run_keeps_exact_dicom_geometry(tmp_path):
+    _dataset_module()
+    n = 4
+    geom = ConeBeamGeometry.from_xa_angles(np.linspace(-60, 60, n), np.full(n, 20.0), 1150.0, 750.0, (1.2, 1.2),
+                                           (12, 16))
+    grid = VolumeGrid.centered((16, 16, 12), 1.0)
+    pts = grid.voxel_centers()
+    li = forward_project((np.sum(pts ** 2, axis=-1) < 16).astype(np.float64) * 0.05, grid, geom)
+    write_xa_geometry(tmp_path / "sub.dcm", li, geom, subtracted=True)
+    res = run_engine("convert", tmp_path / "sub.dcm", "--out", tmp_path / "ds", "--events", "quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ds = _dataset_module().read_dataset(tmp_path / "ds")
     _same_rays(geom, li, ds.geometry, ds.projections, atol=float(li.max()) / 65535)
 
 
@@ -118,6 +138,19 @@ def test_default_grid_covers_the_demagnified_detector():
     assert nx * grid.spacing[0] == pytest.approx(fov_xy, abs=grid.spacing[0])
     assert nz * grid.spacing[2] == pytest.approx(fov_z, abs=grid.spacing[2])
     assert max(grid.shape) <= 256 and np.allclose(grid.center, 0)
+
+
+def test_vpal_equivalent_mirrors_columns_only_for_rotations_about_the_patient_axis():
+    g = ConeBeamGeometry.from_xa_angles(np.array([-100.0, -40.0, 0.0, 70.0]), np.zeros(4), 1150.0, 750.0,
+                                        (0.4, 0.3), (12, 10), times=np.arange(4) * 0.1)
+    circ = vpal_equivalent(g)
+    assert circ is not None and circ.meta["orbit"] == "circular"
+    np.testing.assert_allclose(circ.meta["angles_rad"], np.deg2rad([-10.0, 50.0, 90.0, 160.0]), atol=1e-12)
+    for v in range(4):
+        np.testing.assert_allclose(circ.pixel_centers(v)[:, ::-1], g.pixel_centers(v), atol=1e-9)
+    np.testing.assert_allclose(circ.times, g.times)
+    tilted = ConeBeamGeometry.from_xa_angles([0.0, 10.0], [15.0, 15.0], 1150.0, 750.0, (0.4, 0.3), (12, 10))
+    assert vpal_equivalent(tilted) is None
 
 
 # ------------------------------------------------------------------------------- bad input via the CLI
@@ -139,6 +172,7 @@ def _fails(tmp_path: Path, *args: object, code: int = 2, match: str = "") -> str
 
 
 def test_convert_bad_inputs_fail_cleanly(tmp_path):
+    _dataset_module()
     (tmp_path / "empty").mkdir()
     _fails(tmp_path, tmp_path / "empty", match="is empty")
     pair = tmp_path / "pair"

@@ -7,8 +7,10 @@ The study is read with :mod:`angiorecon.formats.xa_study` (fill/mask pairing or 
 run), and written with :func:`angiorecon.formats.dataset.write_dataset`: ``transforms.json``, the
 line integrals ``proj.nii.gz`` and, for a fill/mask pair stored linear in intensity, the raw
 ``mask_run`` / ``fill_run``. The world frame of the dataset is the DICOM patient frame (LPS,
-isocentre at the origin) and its geometry is the per-frame DICOM geometry, so the dataset describes
-exactly the rays of the DICOM frames. The default volume grid is centred on the isocentre and covers
+isocentre at the origin) and the dataset describes exactly the rays of the DICOM frames: a rotation
+about the patient axis is written in the VPAL/4DRGS convention (``PrimaryAngle`` = primary + 90°,
+frames mirrored left–right, :func:`vpal_equivalent`), anything else with its exact per-frame
+geometry. The default volume grid is centred on the isocentre and covers
 the detector's field of view demagnified to the isocentre (``SOD/SID``), at most 256 voxels a side.
 """
 
@@ -103,6 +105,32 @@ def default_grid(geometry: ConeBeamGeometry, volume_size: Any = None, voxel_size
     return VolumeGrid.centered(size, vox)
 
 
+def vpal_equivalent(geometry: ConeBeamGeometry) -> ConeBeamGeometry | None:
+    """The VPAL/4DRGS circular geometry with the same rays as a DICOM geometry, columns mirrored.
+
+    For a run about the patient axis (secondary angle 0, fixed SID/SOD/spacing), the DICOM frame at
+    primary angle ``a`` is the VPAL/4DRGS frame at ``θ = a + 90°`` read right to left (the DICOM column
+    step is the negative of ``transforms.json``'s ``u``), in the same LPS world. Writing that geometry
+    with the frames flipped left–right lets tools that only read ``PrimaryAngle`` see the right rays.
+    Returns None when the geometry has no such equivalent (e.g. a cranio-caudal tilt).
+    """
+    from ..formats.dicom_xa import xa_params_from_geometry
+
+    try:
+        p = xa_params_from_geometry(geometry)
+    except BadInput:
+        return None
+    if p.flip_rows or p.flip_columns or not np.allclose(p.secondary_deg, 0.0, atol=1e-9):
+        return None
+    theta = np.deg2rad(p.primary_deg + 90.0)
+    circ = ConeBeamGeometry.circular(theta, p.sod, p.sid, geometry.det_shape, p.pixel_spacing, times=geometry.times,
+                                     meta={**geometry.meta, "columns": "mirrored from DICOM (VPAL/4DRGS convention)"})
+    same = (np.allclose(circ.source, geometry.source, atol=1e-6) and np.allclose(circ.det_center, geometry.det_center,
+                                                                                   atol=1e-6)
+            and np.allclose(circ.det_u, -geometry.det_u, atol=1e-9) and np.allclose(circ.det_v, geometry.det_v, atol=1e-9))
+    return circ if same else None
+
+
 def run(job: dict[str, Any], ctx: TaskContext) -> None:
     from ..formats.dataset import DSADataset, write_dataset
     from ..formats.dicom_xa import XAOverrides
@@ -142,9 +170,18 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         "primary_deg": source[0].primary_deg.tolist(),
         "secondary_deg": source[0].secondary_deg.tolist(),
     }
-    ds = DSADataset(geometry=signal.geometry, grid=grid, projections=signal.line_integrals,
-                    mask_run=signal.mask.frames if raw else None, fill_run=signal.fill.frames if raw else None,
-                    extra=extra)
+    geometry = signal.geometry
+    stacks = {"projections": signal.line_integrals, "mask_run": signal.mask.frames if raw else None,
+              "fill_run": signal.fill.frames if raw else None}
+    circ = vpal_equivalent(geometry)
+    if circ is not None:
+        geometry = circ
+        stacks = {k: None if v is None else np.ascontiguousarray(v[:, :, ::-1]) for k, v in stacks.items()}
+        extra["columns"] = "mirrored from the DICOM frames (VPAL/4DRGS convention: PrimaryAngle = primary + 90°)"
+    else:
+        ctx.log("the run is not a plain rotation about the patient axis: transforms.json PrimaryAngle alone cannot "
+                "describe it; the exact per-frame geometry is stored in the dataset", "warning")
+    ds = DSADataset(geometry=geometry, grid=grid, extra=extra, **stacks)
     written = write_dataset(ctx.out, ds)
     for rel in sorted(_relative(ctx.out, written)):
         role = "projections" if rel.endswith((".nii.gz", ".nii")) else "dataset"
