@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "convert": "angiorecon.pipelines.convert",
     "ddsa": "angiorecon.pipelines.ddsa",
     "ddsa-train": "angiorecon.pipelines.ddsa_train",
+    "simulate": "angiorecon.pipelines.simulate",
 }
 
 
