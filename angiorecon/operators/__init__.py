@@ -1,0 +1,9 @@
+"""Numerical core: Joseph projector (numba CPU and differentiable torch), FDK, SART.
+
+``forward_project`` / ``back_project`` are the fast CPU pair (exact adjoints); the torch path
+(:mod:`.projector_torch`) traces the same rays and is what learned methods differentiate through.
+"""
+
+from .projector_cpu import back_project, forward_project
+
+__all__ = ["forward_project", "back_project"]
