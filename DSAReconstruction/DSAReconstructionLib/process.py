@@ -100,7 +100,9 @@ class BackgroundProcess:
         self.out_dir = Path(out_dir).absolute()
         self.device = device
         self.python = python or default_python()
+        #: holds job.json; a temporary one is deleted when the run ends (the manifest repeats the job)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"{ENGINE_PACKAGE}-{task}-"))
+        self._owns_work_dir = work_dir is None
         self.base_env = dict(os.environ if env is None else env)
         self.grace_seconds = grace_seconds
 
@@ -240,6 +242,8 @@ class BackgroundProcess:
             self._events.put(final)
         if self.returncode != 0:
             self._remove_orphaned_staging()
+        if self._owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         self._events.put(None)
         self._done.set()
 

@@ -90,6 +90,7 @@ def test_cancel_kills_tree_and_leaves_no_outputs(tmp_path):
     events += proc.wait(TIMEOUT)
     assert proc.state is State.CANCELLED
     assert all(_gone(p) for p in tree)
+    assert not proc.work_dir.exists(), "the temporary job folder is removed when the run ends"
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
     errors = [e for e in events if e["event"] == "error"]
     assert len(errors) == 1 and errors[0]["kind"] == "cancelled"
