@@ -70,6 +70,8 @@ class TrainConfig:
     val_every: int = 100
     ckpt_every: int = 500
     workers: int = 0
+    time_budget_min: float = 0.0     #: > 0: stop after this wall time; the LR schedule then runs on
+                                     #: max(step / steps, elapsed / budget) so it still decays to its end
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.patch < 8:
@@ -131,13 +133,16 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a @ b) / max(np.sqrt((a @ a) * (b @ b)), 1e-12))
 
 
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+def lr_lambda(cfg: TrainConfig, elapsed: Callable[[], float] | None = None) -> Callable[[int], float]:
+    """LR factor per step: warm-up, then cosine or step decay over the run (steps or time budget)."""
     warm = max(0, min(cfg.warmup, cfg.steps // 10))
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+        if elapsed is not None and cfg.time_budget_min > 0:
+            t = max(t, min(1.0, elapsed() / (60 * cfg.time_budget_min)))
         if cfg.schedule == "cosine":
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
         return 0.1 ** min(2, int(3 * t))
@@ -160,14 +165,15 @@ class Trainer:
         self.model: UNet = build_unet(cfg.arch, **cfg.arch_overrides).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      betas=(0.5, 0.999) if cfg.gan else (0.9, 0.999))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self._t_start = time.perf_counter()
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, self.elapsed))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.critic: Critic | None = None
         if cfg.gan:
             self.critic = Critic(in_ch=2, width=cfg.critic_width, depth=cfg.critic_depth).to(self.device)
             self.opt_c = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=0.0,
                                            betas=(0.5, 0.999))
-            self.sched_c = torch.optim.lr_scheduler.LambdaLR(self.opt_c, lr_lambda(cfg))
+            self.sched_c = torch.optim.lr_scheduler.LambdaLR(self.opt_c, lr_lambda(cfg, self.elapsed))
         self.net: nn.Module = self.model
         if self.info.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -175,6 +181,19 @@ class Trainer:
         self.step = 0
         self.dataset = PairDataset(source, cfg.patch, Augment(**_augment_kwargs(cfg.augment)), seed=cfg.seed)
         self.history: list[dict[str, float]] = []
+
+    def elapsed(self) -> float:
+        """Wall seconds of training so far (for the time budget)."""
+        return time.perf_counter() - self._t_start
+
+    def out_of_time(self) -> bool:
+        budget = self.cfg.time_budget_min
+        if budget <= 0:
+            return False
+        flag = torch.tensor([float(self.elapsed() >= 60 * budget)])
+        if self.info.world > 1:  # all ranks must stop at the same step
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     # -- data ---------------------------------------------------------------------------------
     def batches(self, steps: int):
@@ -310,12 +329,14 @@ class Trainer:
         todo = (cfg.steps - self.step) if steps is None else steps
         records: list[dict[str, float]] = []
         t0 = time.perf_counter()
+        self._t_start = t0
         best = -math.inf
         for x, y in self.batches(max(todo, 0)):
             rec = self.train_step(x, y)
             rec["step"] = self.step
             records.append(rec)
-            last = self.step >= cfg.steps or len(records) == todo
+            stop = self.out_of_time()
+            last = self.step >= cfg.steps or len(records) == todo or stop
             if val_frames and (self.step % cfg.val_every == 0 or last):
                 rec.update(self.validate(val_frames))
                 self.history.append({k: float(v) for k, v in rec.items()})
@@ -329,9 +350,16 @@ class Trainer:
                 self.save(out_dir / "last.pt")
             if progress:
                 rate = len(records) / max(time.perf_counter() - t0, 1e-9)
-                progress(len(records) / max(todo, 1),
+                frac = len(records) / max(todo, 1)
+                if cfg.time_budget_min > 0:
+                    frac = max(frac, min(1.0, self.elapsed() / (60 * cfg.time_budget_min)))
+                progress(frac,
                          f"step {self.step}/{cfg.steps} loss {rec['loss']:.4f} PSNR {rec['psnr']:.1f} dB "
                          f"({rate:.2f} it/s)")
+            if stop:
+                if log and self.info.is_main:
+                    log(f"time budget of {cfg.time_budget_min:g} min reached at step {self.step}")
+                break
         return records
 
 

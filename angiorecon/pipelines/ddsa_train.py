@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-critic", type=int, default=4, help="critic steps per generator step (--gan)")
     g.add_argument("--l1-weight", type=float, default=10.0, help="generator loss = w·L1 + adversarial (--gan)")
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
+    g.add_argument("--time-budget", type=float, default=0.0, metavar="MIN",
+                   help="stop after MIN minutes of training; the LR schedule follows the budget too")
     g.add_argument("--resume", help="checkpoint (last.pt) to continue from")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -78,7 +80,8 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
                   "weight_decay": args.weight_decay, "schedule": args.schedule, "loss": args.loss,
                   "gan": args.gan, "n_critic": args.n_critic, "l1_weight": args.l1_weight, "amp": args.amp,
                   "seed": args.seed, "arch": args.arch, "arch_overrides": overrides,
-                  "val_every": args.val_every, "ckpt_every": args.ckpt_every, "workers": args.workers},
+                  "val_every": args.val_every, "ckpt_every": args.ckpt_every, "workers": args.workers,
+                  "time_budget_min": args.time_budget},
         "data": {"train_ct": args.train_ct, "val_ct": args.val_ct, "pool": args.pool,
                  "val_frames": args.val_frames, "detector": args.detector},
         "resume": str(Path(args.resume).absolute()) if args.resume else None,
