@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numba as nb
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
@@ -209,108 +210,100 @@ def _cube_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return adj26, adj6, in18, six
 
 
-def _numba_thin():
-    import numba as nb
-
-    @nb.njit(cache=True)
-    def simple(cube, adj26, adj6, in18, six):
-        # one 26-component of object points among the 26 neighbours …
-        lab = np.zeros(27, dtype=np.uint8)
-        stack = np.empty(27, dtype=np.int64)
-        ncomp = 0
-        for s in range(27):
-            if s == 13 or not cube[s] or lab[s]:
-                continue
-            ncomp += 1
-            if ncomp > 1:
-                return False
-            top = 0
-            stack[0] = s
-            lab[s] = 1
-            while top >= 0:
-                c = stack[top]
-                top -= 1
-                for k in range(26):
-                    n = adj26[c, k]
-                    if n < 0:
-                        break
-                    if n != 13 and cube[n] and not lab[n]:
-                        lab[n] = 1
-                        top += 1
-                        stack[top] = n
-        if ncomp != 1:
+@nb.njit(cache=True)
+def _simple(cube, adj26, adj6, in18, six):
+    # one 26-component of object points among the 26 neighbours …
+    lab = np.zeros(27, dtype=np.uint8)
+    stack = np.empty(27, dtype=np.int64)
+    ncomp = 0
+    for s in range(27):
+        if s == 13 or not cube[s] or lab[s]:
+            continue
+        ncomp += 1
+        if ncomp > 1:
             return False
-        # … and one 6-component of background in the 18-neighbourhood that touches the centre
-        lab[:] = 0
-        count = 0
-        for s in six:
-            if cube[s] or lab[s]:
-                continue
-            count += 1
-            if count > 1:
-                return False
-            top = 0
-            stack[0] = s
-            lab[s] = 1
-            while top >= 0:
-                c = stack[top]
-                top -= 1
-                for k in range(6):
-                    n = adj6[c, k]
-                    if n < 0:
-                        break
-                    if in18[n] and not cube[n] and not lab[n]:
-                        lab[n] = 1
-                        top += 1
-                        stack[top] = n
-        return count == 1
+        top = 0
+        stack[0] = s
+        lab[s] = 1
+        while top >= 0:
+            c = stack[top]
+            top -= 1
+            for k in range(26):
+                n = adj26[c, k]
+                if n < 0:
+                    break
+                if n != 13 and cube[n] and not lab[n]:
+                    lab[n] = 1
+                    top += 1
+                    stack[top] = n
+    if ncomp != 1:
+        return False
+    # … and one 6-component of background in the 18-neighbourhood that touches the centre
+    lab[:] = 0
+    count = 0
+    for s in six:
+        if cube[s] or lab[s]:
+            continue
+        count += 1
+        if count > 1:
+            return False
+        top = 0
+        stack[0] = s
+        lab[s] = 1
+        while top >= 0:
+            c = stack[top]
+            top -= 1
+            for k in range(6):
+                n = adj6[c, k]
+                if n < 0:
+                    break
+                if in18[n] and not cube[n] and not lab[n]:
+                    lab[n] = 1
+                    top += 1
+                    stack[top] = n
+    return count == 1
 
-    @nb.njit(cache=True)
-    def thin(img, coords, adj26, adj6, in18, six):
-        dirs = np.array([[0, -1, 0], [0, 1, 0], [0, 0, 1], [0, 0, -1], [-1, 0, 0], [1, 0, 0]])
-        k_total = coords.shape[0]
-        alive = np.ones(k_total, dtype=np.bool_)
-        cand = np.empty(k_total, dtype=np.int64)
-        cube = np.zeros(27, dtype=np.bool_)
-        changed = True
-        while changed:
-            changed = False
-            for d in range(6):
-                nc = 0
-                for k in range(k_total):
-                    if not alive[k]:
-                        continue
-                    z, y, x = coords[k, 0], coords[k, 1], coords[k, 2]
-                    if img[z + dirs[d, 0], y + dirs[d, 1], x + dirs[d, 2]]:
-                        continue
-                    cand[nc] = k
-                    nc += 1
-                for i in range(nc * 8):
-                    # 8 parity subfields: candidates of one subfield are never neighbours, so
-                    # a thick ribbon cannot be eaten from its tip within one pass
-                    k = cand[i % nc]
-                    z, y, x = coords[k, 0], coords[k, 1], coords[k, 2]
-                    if (z % 2) * 4 + (y % 2) * 2 + (x % 2) != i // nc or not img[z, y, x]:
-                        continue
-                    nfg = 0
-                    for a in range(3):
-                        for b in range(3):
-                            for c in range(3):
-                                v = img[z + a - 1, y + b - 1, x + c - 1] != 0
-                                cube[9 * a + 3 * b + c] = v
-                                nfg += v
-                    if nfg - 1 <= 1:  # end point (or isolated): keep
-                        continue
-                    if simple(cube, adj26, adj6, in18, six):
-                        img[z, y, x] = 0
-                        alive[k] = False
-                        changed = True
-        return img
-
-    return thin
-
-
-_THIN = None
+@nb.njit(cache=True)
+def _thin_kernel(img, coords, adj26, adj6, in18, six):
+    dirs = np.array([[0, -1, 0], [0, 1, 0], [0, 0, 1], [0, 0, -1], [-1, 0, 0], [1, 0, 0]])
+    k_total = coords.shape[0]
+    alive = np.ones(k_total, dtype=np.bool_)
+    cand = np.empty(k_total, dtype=np.int64)
+    cube = np.zeros(27, dtype=np.bool_)
+    changed = True
+    while changed:
+        changed = False
+        for d in range(6):
+            nc = 0
+            for k in range(k_total):
+                if not alive[k]:
+                    continue
+                z, y, x = coords[k, 0], coords[k, 1], coords[k, 2]
+                if img[z + dirs[d, 0], y + dirs[d, 1], x + dirs[d, 2]]:
+                    continue
+                cand[nc] = k
+                nc += 1
+            for i in range(nc * 8):
+                # 8 parity subfields: candidates of one subfield are never neighbours, so
+                # a thick ribbon cannot be eaten from its tip within one pass
+                k = cand[i % nc]
+                z, y, x = coords[k, 0], coords[k, 1], coords[k, 2]
+                if (z % 2) * 4 + (y % 2) * 2 + (x % 2) != i // nc or not img[z, y, x]:
+                    continue
+                nfg = 0
+                for a in range(3):
+                    for b in range(3):
+                        for c in range(3):
+                            v = img[z + a - 1, y + b - 1, x + c - 1] != 0
+                            cube[9 * a + 3 * b + c] = v
+                            nfg += v
+                if nfg - 1 <= 1:  # end point (or isolated): keep
+                    continue
+                if _simple(cube, adj26, adj6, in18, six):
+                    img[z, y, x] = 0
+                    alive[k] = False
+                    changed = True
+    return img
 
 
 def thin(mask: np.ndarray) -> np.ndarray:
@@ -321,14 +314,11 @@ def thin(mask: np.ndarray) -> np.ndarray:
     6-connected background component in its neighbourhood) and not an end point at the moment of
     removal, so no component can vanish or split and 1-voxel-thin ends are kept.
     """
-    global _THIN
-    if _THIN is None:
-        _THIN = _numba_thin()
     img = np.pad(np.asarray(mask, dtype=np.uint8), 1)
     coords = np.argwhere(img).astype(np.int64)
     if len(coords) == 0:
         return np.zeros(np.asarray(mask).shape, dtype=bool)
-    out = _THIN(img, coords, *_cube_tables())
+    out = _thin_kernel(img, coords, *_cube_tables())
     return out[1:-1, 1:-1, 1:-1].astype(bool)
 
 
