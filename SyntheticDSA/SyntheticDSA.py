@@ -117,19 +117,19 @@ class SyntheticDSALogic(EngineTaskLogic):
         if p.ctVolume is None:
             raise ValueError(_("Select the CT volume to simulate in."))
         ct = mrml_io.save_volume(slicer.mrmlScene, p.ctVolume, workFolder / "ct.nrrd")
-        vessels = None
+        vessels = []
         if p.treeSource == "segmentation":
             if p.vesselSegmentation is None:
                 raise ValueError(_("Select the vessel segmentation, or let the engine generate a tree."))
-            vessels = mrml_io.save_segmentation_labelmap(slicer.mrmlScene, p.vesselSegmentation, p.ctVolume,
-                                                         workFolder / "vessels.nrrd")
-        return jobs.simulate_job(p.product, ct, vessel_mask=vessels, frames=p.frames, arc_degrees=p.arcDegrees,
+            vessels.append(mrml_io.save_segmentation_labelmap(slicer.mrmlScene, p.vesselSegmentation, p.ctVolume,
+                                                              workFolder / "vessels.nrrd"))
+        return jobs.simulate_job(p.product, ct, vessel_masks=vessels, frames=p.frames, arc_degrees=p.arcDegrees,
                                  seed=p.seed)
 
     def rolesToLoadFor(self, p: SyntheticDSAParameterNode) -> list:
-        roles = ["volume"]
+        roles = []
         if p.loadTruth:
-            roles += ["truth", "vessel_mask", "segmentation", "mesh", "centerlines"]
+            roles += ["volume", "vessel_mask", "segmentation", "mesh", "centerlines"]
         if p.loadSequences:
             roles += ["sequence", "projections", "images"]
         return roles
@@ -143,8 +143,8 @@ class SyntheticDSALogic(EngineTaskLogic):
         if p.fluoroSequence is None:
             raise ValueError(_("Select the fluoroscopy sequence to apply deep DSA to."))
         runFolder = self.newOutputFolder("ddsa", p.outputFolder)
-        frames = mrml_io.save_sequence(slicer.mrmlScene, p.fluoroSequence,
-                                       runFolder.with_name(runFolder.name + "-inputs") / "frames.seq.nrrd")
+        frames = mrml_io.save_stack(slicer.mrmlScene, p.fluoroSequence,
+                                    runFolder.with_name(runFolder.name + "-inputs") / "frames.nrrd")
         return self.startTask("ddsa", jobs.ddsa_job([frames]), runFolder, device=p.device,
                               rolesToLoad=["images", "sequence", "projections"])
 
@@ -185,4 +185,4 @@ class SyntheticDSATest(ScriptedLoadableModuleTest):
         job = logic.simulationJob(p, workFolder)
         self.assertEqual(job["product"], "pairs")
         self.assertTrue(Path(job["ct"]).is_file())
-        self.assertIsNone(job["vessels"])
+        self.assertEqual(job["vessels"], [])

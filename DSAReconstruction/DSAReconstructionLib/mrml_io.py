@@ -205,6 +205,26 @@ def save_segmentation_labelmap(scene: Any, segmentation_node: Any, reference_vol
         scene.RemoveNode(label)
 
 
+def save_stack(scene: Any, sequence_node: Any, path: str | Path) -> Path:
+    """Write a sequence of single-slice frames as an engine projection stack ``[frames, rows, cols]``.
+
+    In-plane spacing comes from the first frame; the frame axis has unit spacing. Frames must all
+    have the first frame's size.
+    """
+    n = sequence_node.GetNumberOfDataNodes()
+    if n == 0:
+        raise ValueError(f"sequence {sequence_node.GetName()} has no frames")
+    frames = [slicer.util.arrayFromVolume(sequence_node.GetNthDataNode(i)) for i in range(n)]
+    if any(f.shape != frames[0].shape or f.shape[0] != 1 for f in frames):
+        raise ValueError(f"sequence {sequence_node.GetName()}: frames must be single slices of one size")
+    sx, sy, _ = sequence_node.GetNthDataNode(0).GetSpacing()
+    stack = add_volume(scene, np.concatenate(frames), np.diag([sx, sy, 1.0, 1.0]), f"{sequence_node.GetName()} stack")
+    try:
+        return save_volume(scene, stack, path)
+    finally:
+        scene.RemoveNode(stack)
+
+
 # -- models --------------------------------------------------------------------------------------
 def polydata_lps_to_ras(polydata: Any) -> Any:
     """Copy of a polydata moved from LPS to RAS; point/cell arrays are kept, normals rotated."""
@@ -458,8 +478,25 @@ class LoadedOutputs:
         return (self.nodes.get(role) or [None])[0]
 
 
+def is_loadable(output: Mapping[str, Any], folder: Path) -> bool:
+    """Whether :func:`load_output` can put this manifest output into the scene.
+
+    Folders, files for the user (logs, datasets, DICOM exports, previews) and file types without a
+    scene representation (e.g. a ground-truth ``.json``) are not.
+    """
+    path = folder / output["path"]
+    if output["role"] in NOT_LOADED_ROLES or not path.is_file():
+        return False
+    suffix = _suffix(path)
+    return (suffix in (".mrk.json", ".seq.nrrd", ".seg.nrrd") or suffix in VOLUME_SUFFIXES
+            or suffix in MODEL_SUFFIXES or suffix in TABLE_SUFFIXES
+            or (suffix == ".json" and output["role"] in ("metrics", "table")))
+
+
 def load_output(scene: Any, output: Mapping[str, Any], folder: Path) -> list[Any]:
     """Load one manifest output (``{"role", "path", ...}``) by its file type and role."""
+    if not is_loadable(output, folder):
+        raise ValueError(f"{output['role']!r} output {output['path']} has no scene representation")
     role = output["role"]
     path = folder / output["path"]
     name = output.get("name") or _name(path)
@@ -472,33 +509,29 @@ def load_output(scene: Any, output: Mapping[str, Any], folder: Path) -> list[Any
         return [load_segmentation(scene, path, name, output.get("segment_names"))]
     if suffix in MODEL_SUFFIXES:
         return [load_model(scene, path, name, color=output.get("color"))]
-    if suffix in TABLE_SUFFIXES or (suffix == ".json" and role in ("metrics", "table")):
+    if suffix in TABLE_SUFFIXES or suffix == ".json":
         return [load_table(scene, path, name)]
-    if suffix in VOLUME_SUFFIXES and (role in STACK_ROLES or role == "sequence"):
+    if role in STACK_ROLES or role == "sequence":
         return list(load_stack_sequence(scene, path, name, index_values=output.get("index_values"),
                                         index_name=output.get("index_name", "frame"),
                                         index_unit=output.get("index_unit", ""),
                                         frame_attributes=output.get("frame_attributes")))
-    if suffix in VOLUME_SUFFIXES:
-        color = "vtkMRMLColorTableNodeRainbow" if role == "time_to_peak" else None
-        return [load_volume(scene, path, name, color_node_id=color)]
-    raise ValueError(f"cannot load {role!r} output {path.name}: unknown file type {suffix!r}")
+    color = "vtkMRMLColorTableNodeRainbow" if role == "time_to_peak" else None
+    return [load_volume(scene, path, name, color_node_id=color)]
 
 
 def load_manifest(scene: Any, manifest_path: str | Path, roles: Sequence[str] | None = None) -> LoadedOutputs:
     """Load every output of a finished run into the scene, by role (see ``angiorecon.worker``).
 
-    Folders and roles that are files for the user rather than scene content (logs, datasets, DICOM
-    exports, previews) are listed in ``skipped``. ``roles`` restricts loading to those roles.
+    Outputs that are not scene content (see :func:`is_loadable`) are listed in ``skipped``;
+    ``roles`` restricts loading to those roles.
     """
     manifest_path = Path(manifest_path)
     manifest = json.loads(manifest_path.read_text())
     loaded = LoadedOutputs(manifest=manifest)
     for output in manifest.get("outputs", []):
-        role = output["role"]
-        path = manifest_path.parent / output["path"]
-        if (roles is not None and role not in roles) or role in NOT_LOADED_ROLES or path.is_dir():
+        if (roles is not None and output["role"] not in roles) or not is_loadable(output, manifest_path.parent):
             loaded.skipped.append(output)
             continue
-        loaded.nodes.setdefault(role, []).extend(load_output(scene, output, manifest_path.parent))
+        loaded.nodes.setdefault(output["role"], []).extend(load_output(scene, output, manifest_path.parent))
     return loaded

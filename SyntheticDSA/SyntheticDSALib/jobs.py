@@ -1,4 +1,4 @@
-"""Job dictionaries of the ``simulate`` and ``ddsa`` engine tasks (mirrors of their command lines)."""
+"""Job dictionaries of the ``simulate`` and ``ddsa`` engine tasks (keys as their ``job_from_args``)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,21 @@ PRODUCTS = ("rotational", "pairs", "two-view")
 TREE_SOURCES = ("segmentation", "generate")
 
 
-def simulate_job(product: str, ct: str | os.PathLike[str], *, vessel_mask: str | os.PathLike[str] | None = None,
+def simulate_job(product: str, ct: str | os.PathLike[str], *, vessel_masks: Iterable[str | os.PathLike[str]] = (),
                  frames: int = 133, arc_degrees: float = 200.0, seed: int = 0) -> dict[str, Any]:
-    """``simulate rotational|pairs|two-view --ct CT [--vessels MASK] --frames N --arc DEG --seed S``.
+    """``simulate PRODUCT --ct CT [--vessels MASK ...] --frames N --arc DEG --seed S``.
 
-    Without ``vessel_mask`` the engine grows a synthetic vessel tree inside the CT.
+    With vessel masks the contrast fills those vessels (``vessel_source`` real), without them the
+    engine grows a synthetic vessel tree inside the CT. Other settings keep the task's defaults.
     """
     if product not in PRODUCTS:
         raise ValueError(f"unknown product {product!r}; expected one of {', '.join(PRODUCTS)}")
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
-    return {"product": product, "ct": absolute(ct), "vessels": absolute(vessel_mask) if vessel_mask else None,
-            "frames": int(frames), "arc_degrees": float(arc_degrees), "seed": int(seed)}
+    vessels = [absolute(v) for v in vessel_masks]
+    return {"product": product, "ct": absolute(ct), "vessels": vessels,
+            "vessel_source": "real" if vessels else "synthetic", "frames": int(frames),
+            "arc_deg": float(arc_degrees), "seed": int(seed)}
 
 
 def ddsa_job(inputs: Iterable[str | os.PathLike[str]], *, model: str | os.PathLike[str] | None = None,

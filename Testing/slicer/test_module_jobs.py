@@ -35,8 +35,10 @@ def test_roles_to_load():
 
 def test_simulate_and_ddsa_jobs(tmp_path):
     job = simulate_job("two-view", tmp_path / "ct.nrrd", frames=2, seed=7)
-    assert job == {"product": "two-view", "ct": str(tmp_path / "ct.nrrd"), "vessels": None, "frames": 2,
-                   "arc_degrees": 200.0, "seed": 7}
+    assert job == {"product": "two-view", "ct": str(tmp_path / "ct.nrrd"), "vessels": [],
+                   "vessel_source": "synthetic", "frames": 2, "arc_deg": 200.0, "seed": 7}
+    job = simulate_job("rotational", "ct.nrrd", vessel_masks=[tmp_path / "v.nrrd"])
+    assert job["vessels"] == [str(tmp_path / "v.nrrd")] and job["vessel_source"] == "real"
     with pytest.raises(ValueError, match="unknown product"):
         simulate_job("movie", "ct.nrrd")
     assert ddsa_job([tmp_path / "f.nrrd"], tile=128) == {

@@ -278,6 +278,7 @@ def test_load_manifest_by_role(mrml_scene, tmp_path):
     write_stack(out / "renderings.nrrd", stack, pixel_spacing=(0.5, 0.25))
     (out / "metrics.json").write_text(json.dumps({"dice": 0.8}))
     (out / "run.log").write_text("log\n")
+    (out / "simulation.json").write_text("{}")
     (out / "dataset").mkdir()
     manifest = {"task": "reconstruct", "outputs": [
         {"role": "volume", "path": "volume.nii.gz", "description": "attenuation"},
@@ -289,6 +290,7 @@ def test_load_manifest_by_role(mrml_scene, tmp_path):
          "index_name": "time", "index_unit": "s"},
         {"role": "metrics", "path": "metrics.json"},
         {"role": "log", "path": "run.log"},
+        {"role": "truth", "path": "simulation.json"},
         {"role": "dataset", "path": "dataset"},
     ]}
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -296,7 +298,7 @@ def test_load_manifest_by_role(mrml_scene, tmp_path):
     loaded = mrml_io.load_manifest(mrml_scene.scene, out / "manifest.json")
     assert sorted(loaded.nodes) == ["centerlines", "mesh", "metrics", "renderings", "time_to_peak",
                                     "vessel_mask", "volume"]
-    assert [o["role"] for o in loaded.skipped] == ["log", "dataset"]
+    assert [o["role"] for o in loaded.skipped] == ["log", "truth", "dataset"]
     np.testing.assert_allclose(mrml_io.ijk_to_ras(loaded.first("volume")), FLIP @ m, atol=1e-6)
     assert loaded.first("vessel_mask").IsA("vtkMRMLSegmentationNode")
     assert loaded.first("vessel_mask").GetSegmentation().GetNthSegment(0).GetName() == "vessels"
@@ -314,7 +316,9 @@ def test_load_manifest_by_role(mrml_scene, tmp_path):
     assert mrml_scene.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 3
 
     only = mrml_io.load_manifest(mrml_scene.scene, out / "manifest.json", roles=["mesh"])
-    assert list(only.nodes) == ["mesh"] and len(only.skipped) == 8
+    assert list(only.nodes) == ["mesh"] and len(only.skipped) == 9
+    with pytest.raises(ValueError, match="no scene representation"):
+        mrml_io.load_output(mrml_scene.scene, {"role": "truth", "path": "simulation.json"}, out)
 
 
 def test_scene_inputs_saved_for_the_engine(mrml_scene, tmp_path):
@@ -361,3 +365,16 @@ def test_segmentation_saved_as_labelmap_on_reference_grid(mrml_scene, tmp_path):
     assert np.array_equal(labels, mask)
     np.testing.assert_allclose(grid.affine, m, atol=1e-9)
     assert sc.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+
+
+def test_frames_saved_as_engine_stack(mrml_scene, tmp_path):
+    import SimpleITK as sitk
+
+    from angiorecon.formats.volume import read_stack
+
+    frames = np.random.default_rng(9).random((4, 6, 7)).astype(np.float32)
+    seq, _ = mrml_io.add_sequence(mrml_scene.scene, frames, "Fluoro", ijk_to_lps=np.diag([0.3, 0.2, 1.0, 1.0]))
+    path = mrml_io.save_stack(mrml_scene.scene, seq, tmp_path / "fluoro.nrrd")
+    assert np.array_equal(read_stack(path), frames)
+    assert sitk.ReadImage(str(path)).GetSpacing() == pytest.approx((0.3, 0.2, 1.0))
+    assert mrml_scene.scene.GetFirstNodeByName("Fluoro stack") is None
