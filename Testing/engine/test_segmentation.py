@@ -1,0 +1,80 @@
+"""Adaptive segmentation: no absolute thresholds, scale/offset invariant, small vessels kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from angiorecon.errors import BadInput
+from angiorecon.geometry import VolumeGrid
+from angiorecon.metrics import dice
+from angiorecon.vessels.segmentation import (is_binary, max_opacification, remove_small_components,
+                                             segment_vessels)
+from vessel_shapes import Tube, intensity, voxelise, y_tree
+
+GRID = VolumeGrid.centered((60, 40, 80), 0.5, center=(2, 2.5, 2.5))
+SMALL = Tube((0, 0, -8), (-8, 6, -12), 0.35)     # 0.7-voxel radius branch off the trunk
+
+
+def _phantom(noise, scale=1.0, offset=0.0):
+    v = intensity(y_tree() + [SMALL], GRID, noise=noise, seed=1) * scale + offset
+    v[20:22, 5:8, 5:8] += 0.8 * scale              # a bright speck away from the tree
+    return v
+
+
+def test_noise_free_volume_is_segmented_at_half_maximum():
+    truth = voxelise(y_tree() + [SMALL], GRID)
+    mask, info = segment_vessels(_phantom(0.0), GRID)
+    assert dice(mask, truth) > 0.99
+    assert info["components_before"] == 2 and info["components"] == 1   # the speck is gone
+    assert info["method"] == "auto" and info["threshold_low"] < info["threshold_high"]
+    assert info["volume_mm3"] == pytest.approx(info["voxels"] * 0.125)
+
+
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (0.008, 0.3), (1000.0, -5.0)])
+def test_noisy_volume_any_intensity_scale(scale, offset):
+    truth = voxelise(y_tree() + [SMALL], GRID)
+    small = voxelise([SMALL], GRID) & ~voxelise(y_tree(), GRID)
+    mask, info = segment_vessels(_phantom(0.05, scale, offset), GRID)
+    ref_mask, _ = segment_vessels(_phantom(0.05), GRID)
+    assert np.array_equal(mask, ref_mask)                        # same mask whatever the units
+    assert dice(mask, truth) > 0.95
+    assert mask[small].mean() > 0.7                              # the sub-voxel branch survives
+    assert info["components"] == 1
+    assert info["threshold_high"] == pytest.approx(offset + scale * 0.672, rel=0.05)
+
+
+def test_auto_keeps_small_vessels_better_than_global_otsu():
+    small = voxelise([SMALL], GRID) & ~voxelise(y_tree(), GRID)
+    v = _phantom(0.05)
+    auto, _ = segment_vessels(v, GRID)
+    otsu, info = segment_vessels(v, GRID, method="otsu")
+    assert info["method"] == "otsu"
+    assert auto[small].mean() > otsu[small].mean() + 0.1
+
+
+def test_masks_levels_and_series():
+    truth = voxelise(y_tree(), GRID)
+    m, info = segment_vessels(truth.astype(np.uint8) * 7, GRID)
+    assert info["method"] == "mask" and np.array_equal(m, truth)
+    assert is_binary(truth) and not is_binary(intensity(y_tree(), GRID))
+    lv, info = segment_vessels(intensity(y_tree(), GRID), GRID, method="level", level=0.5)
+    assert info["threshold"] == 0.5 and dice(lv, truth) > 0.97
+    series = np.stack([intensity(y_tree(), GRID) * a for a in (0.2, 1.0, 0.5)])
+    np.testing.assert_array_equal(max_opacification(series), intensity(y_tree(), GRID))
+    with pytest.raises(BadInput, match="needs a level"):
+        segment_vessels(intensity(y_tree(), GRID), GRID, method="level")
+    with pytest.raises(BadInput, match="nothing to segment"):
+        segment_vessels(np.full(GRID.shape, 3.0, np.float32), GRID)
+    with pytest.raises(BadInput, match="does not match"):
+        segment_vessels(np.zeros((2, 2, 2)), GRID)
+
+
+def test_remove_small_components_is_relative_to_the_main_tree():
+    m = np.zeros((20, 20, 20), bool)
+    m[2:12, 2:12, 2:12] = True          # 1000 voxels
+    m[15:18, 15:18, 15:18] = True       # 27 voxels: 2.7 % of the largest
+    kept, info = remove_small_components(m, min_fraction=0.01)
+    assert info == {"components_before": 2, "components": 2} and kept.sum() == 1027
+    kept, info = remove_small_components(m, min_fraction=0.05)
+    assert info["components"] == 1 and kept.sum() == 1000
