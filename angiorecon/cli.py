@@ -22,6 +22,7 @@ from .device import DEVICE_CHOICES
 #: task name → module (imported lazily so ``--help`` does not pay for torch).
 TASKS: dict[str, str] = {
     "selftest": "angiorecon.pipelines.selftest",
+    "evaluate": "angiorecon.pipelines.evaluate",
     "convert": "angiorecon.pipelines.convert",
     "ddsa": "angiorecon.pipelines.ddsa",
     "ddsa-train": "angiorecon.pipelines.ddsa_train",
