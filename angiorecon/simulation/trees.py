@@ -760,13 +760,13 @@ def grow_coronary_tree(rng: np.random.Generator | int, *, heart: HeartModel | No
 
     LAD follows the anterior groove toward the apex, LCX and RCA run around the base (AV groove) in
     opposite directions; side branches (diagonals, marginals) head apically. Proximal radii are drawn
-    in 1.5–2.2 mm (3–4.4 mm diameters), distal branches stop at ``min_radius``.
+    in 1.5–2.2 mm (3–4.4 mm diameters), distal branches stop at ``min_radius`` (default 0.4 mm).
     """
     rng = np.random.default_rng(rng)
     heart = heart or HeartModel()
-    params = params or TreeParams(min_radius=0.5, root_radius=2.0, length_diameters=(6.0, 14.0),
-                                  asymmetry=(0.35, 0.8), tortuosity=0.25, max_generations=6,
-                                  max_branches=120, taper=(0.05, 0.2))
+    params = params or TreeParams(min_radius=0.4, root_radius=2.0, length_diameters=(6.0, 14.0),
+                                  asymmetry=(0.3, 0.7), tortuosity=0.25, max_generations=8,
+                                  max_branches=120, taper=(0.03, 0.12))
     frame = heart.frame()
     apex_dir = frame[:, 0]
 
