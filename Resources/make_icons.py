@@ -68,7 +68,7 @@ def coronary_two_view() -> None:
     fig, ax = _canvas()
     for src, det in (((-0.95, 0.75), [(0.2, -0.95), (0.95, -0.2)]), ((0.95, 0.75), [(-0.95, -0.2), (-0.2, -0.95)])):
         ax.add_patch(Polygon([src, *det], closed=True, color=BLUE, alpha=0.25))
-        ax.plot(*zip(*det), color=DARK, lw=4)
+        ax.plot(*zip(*det, strict=True), color=DARK, lw=4)
     _tree(ax, y0=-0.45, length=0.35, depth=4, width=6)
     _save(fig, "CoronaryTwoView", "Resources", "Icons", "CoronaryTwoView.png")
 

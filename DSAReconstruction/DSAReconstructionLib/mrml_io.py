@@ -365,7 +365,8 @@ def add_sequence(scene: Any, frames: np.ndarray, name: str, *, ijk_to_lps: np.nd
     seq.SetIndexType(seq.NumericIndex)
     frame_node = slicer.vtkMRMLScalarVolumeNode()
     for i in range(n):
-        slicer.util.updateVolumeFromArray(frame_node, np.ascontiguousarray(frames[i][None] if frames.ndim == 3 else frames[i]))
+        frame = frames[i][None] if frames.ndim == 3 else frames[i]
+        slicer.util.updateVolumeFromArray(frame_node, np.ascontiguousarray(frame))
         frame_node.SetIJKToRASMatrix(ras)
         for key in list(frame_node.GetAttributeNames() or ()):
             frame_node.RemoveAttribute(key)

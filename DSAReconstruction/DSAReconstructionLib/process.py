@@ -88,7 +88,8 @@ class BackgroundProcess:
 
     ``poll`` also keeps the public state up to date: :attr:`state`, :attr:`fraction`,
     :attr:`stage`, :attr:`message`, :attr:`manifest` (path of ``manifest.json`` on success) and
-    :attr:`error_kind`. A worker that dies without reporting an error (crash, kill, OOM killer)
+    :attr:`error_kind`. The state becomes final (``state.done``) only after the worker process
+    has exited, so a finished, failed or cancelled run has no process left. A worker that dies without reporting an error (crash, kill, OOM killer)
     still produces exactly one ``error`` event whose message comes from its stderr.
     """
 
@@ -259,10 +260,10 @@ class BackgroundProcess:
         """The synthetic event that closes a run the worker did not close itself."""
         if code == 0 and saw_result:
             return None
-        if self._cancel_requested:
-            return {"event": "error", "kind": "cancelled", "message": "cancelled by the user"} if not saw_error else None
         if saw_error:
             return None
+        if self._cancel_requested:
+            return {"event": "error", "kind": "cancelled", "message": "cancelled by the user"}
         if code == 0:
             return {"event": "error", "kind": "internal",
                     "message": f"{self.task} worker exited without reporting a result"}
@@ -298,18 +299,19 @@ class BackgroundProcess:
             self.message = str(event.get("message", ""))
         elif kind == "result":
             self.manifest = Path(event["manifest"])
-            if self.state is not State.CANCELLING:
-                self.state = State.FINISHED
         elif kind == "error":
             self.error_kind = str(event.get("kind", "internal"))
             self.message = str(event.get("message", ""))
-            self.state = State.CANCELLED if self.error_kind == "cancelled" else State.FAILED
 
     def _settle(self) -> None:
-        """Final state once the worker is gone: a cancel that lost the race to completion finishes."""
-        if self.state is State.CANCELLING:
-            self.state = State.FINISHED if self.manifest is not None else State.CANCELLED
-        if self.state is State.FINISHED:
+        """The final state, set only once the worker has exited and its leftovers are removed.
+
+        A cancel that lost the race against completion (result received) counts as finished.
+        """
+        if self.error_kind:
+            self.state = State.CANCELLED if self.error_kind == "cancelled" else State.FAILED
+        else:
+            self.state = State.FINISHED
             self.fraction = 1.0
 
 

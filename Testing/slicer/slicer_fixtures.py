@@ -1,26 +1,16 @@
-"""Shared set-up for the Slicer-side tests: module folders on ``sys.path`` and a headless MRML scene.
+"""pytest plugin with the headless MRML scene fixtures (``slicer_ecosystem.md`` §4.4).
 
-The three module folders are put on ``sys.path`` exactly as Slicer's "additional module paths"
-do, so ``import DSAReconstructionLib`` here is the same import the modules make inside Slicer.
-
-The fixtures live in this module rather than in a ``conftest.py`` because pytest imports every
-``conftest.py`` under the module name ``conftest``; a second one would shadow
+The fixtures live in this plugin module rather than in a ``conftest.py`` because pytest imports
+every ``conftest.py`` under the module name ``conftest``; a second one would shadow
 ``Testing/conftest.py`` for the ``from conftest import run_engine`` of test folders collected
-after this one. Test modules import the fixtures they use from here.
+after this one. Test modules that need them declare ``pytest_plugins = ["slicer_fixtures"]``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MODULES = ("DSAReconstruction", "SyntheticDSA", "CoronaryTwoView")
-for _name in MODULES:
-    if str(REPO / _name) not in sys.path:
-        sys.path.insert(0, str(REPO / _name))
+import module_paths  # noqa: F401  (module folders on sys.path)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-import slicer_fixtures  # noqa: F401  (puts the module folders on sys.path)
+import module_paths  # noqa: F401  (puts the module folders on sys.path)
 from DSAReconstructionLib.process import BackgroundProcess, State, engine_root
 
 TIMEOUT = 120

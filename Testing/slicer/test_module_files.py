@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slicer_fixtures import MODULES, REPO
+from module_paths import MODULES, REPO
 
 LIB_FORBIDDEN_IMPORTS = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper",
                          "slicer.app", "SampleData")
@@ -86,7 +86,8 @@ def test_cmake_lists_every_python_file_and_resource(module):
     resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES", module)
     on_disk = sorted(str(p.relative_to(folder)) for p in (folder / "Resources").rglob("*") if p.is_file())
     assert sorted(resources) == on_disk
-    assert {f"Resources/UI/{module}.ui", f"Resources/Icons/{module}.png", "Resources/requirements.txt"} <= set(resources)
+    required = {f"Resources/UI/{module}.ui", f"Resources/Icons/{module}.png", "Resources/requirements.txt"}
+    assert required <= set(resources)
     assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
     assert (folder / "Testing" / "CMakeLists.txt").read_text().strip() == "add_subdirectory(Python)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import slicer_fixtures  # noqa: F401  (puts the module folders on sys.path)
+import module_paths  # noqa: F401  (puts the module folders on sys.path)
 from CoronaryTwoViewLib.jobs import coronary_job
 from DSAReconstructionLib import jobs
 from SyntheticDSALib.jobs import ddsa_job, simulate_job
@@ -47,7 +47,8 @@ def test_simulate_and_ddsa_jobs(tmp_path):
 
 def test_coronary_job(tmp_path):
     job = coronary_job(tmp_path / "a.dcm", tmp_path / "b.dcm", second_frame=12, segmentation="learned")
-    assert job["views"] == [{"path": str(tmp_path / "a.dcm"), "frame": 0}, {"path": str(tmp_path / "b.dcm"), "frame": 12}]
+    assert job["views"] == [{"path": str(tmp_path / "a.dcm"), "frame": 0},
+                            {"path": str(tmp_path / "b.dcm"), "frame": 12}]
     assert (job["frame_selection"], job["segmentation"], job["method"]) == ("index", "learned", "default")
     with pytest.raises(ValueError, match="unknown method"):
         coronary_job("a", "b", method="magic")

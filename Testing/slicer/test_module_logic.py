@@ -9,6 +9,7 @@ Minimal stand-ins for exactly those are installed here, so the code that runs in
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 import types
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from slicer_fixtures import MODULES, mrml_scene  # noqa: F401  (fixture)
+from module_paths import MODULES
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytestmark = pytest.mark.mrml
+pytest_plugins = ["slicer_fixtures"]  # mrml_scene, new_mrml_scene
 
 
 class _Signal:
@@ -99,7 +101,7 @@ def modules(monkeypatch, tmp_path, mrml_scene):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path / "slicer-tmp")),
                         raising=False)
-    monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: dict(__import__("os").environ))
+    monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: dict(os.environ))
     loaded = {}
     for name in MODULES:
         sys.modules.pop(name, None)

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from slicer_fixtures import mrml_scene, new_mrml_scene  # noqa: F401  (fixtures)
+import module_paths  # noqa: F401  (puts the module folders on sys.path)
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 pytestmark = pytest.mark.mrml
+pytest_plugins = ["slicer_fixtures"]  # mrml_scene, new_mrml_scene
 
 from DSAReconstructionLib import mrml_io  # noqa: E402  (needs slicer)
 
