@@ -89,8 +89,9 @@ class BackgroundProcess:
     ``poll`` also keeps the public state up to date: :attr:`state`, :attr:`fraction`,
     :attr:`stage`, :attr:`message`, :attr:`manifest` (path of ``manifest.json`` on success) and
     :attr:`error_kind`. The state becomes final (``state.done``) only after the worker process
-    has exited, so a finished, failed or cancelled run has no process left. A worker that dies without reporting an error (crash, kill, OOM killer)
-    still produces exactly one ``error`` event whose message comes from its stderr.
+    has exited, so a finished, failed or cancelled run has no process left. A worker that dies
+    without reporting an error (crash, kill, OOM killer) still produces exactly one ``error``
+    event whose message comes from its stderr.
     """
 
     def __init__(self, task: str, job: dict[str, Any], out_dir: str | os.PathLike[str], *,
