@@ -1,0 +1,1 @@
+# Nothing to generate or package in the stand-in.
