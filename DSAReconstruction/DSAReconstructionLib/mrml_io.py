@@ -35,6 +35,8 @@ NOT_LOADED_ROLES = frozenset({"log", "dataset", "dicom", "preview", "other"})
 STACK_ROLES = frozenset({"projections", "renderings", "images"})
 #: roles whose image files are masks → segmentations.
 MASK_ROLES = frozenset({"vessel_mask", "segmentation"})
+#: longest list of values shown in a metrics table cell (longer ones stay in the JSON file).
+MAX_TABLE_LIST = 8
 
 
 # -- geometry helpers ----------------------------------------------------------------------------
@@ -428,19 +430,35 @@ def load_stack_sequence(scene: Any, path: str | Path, name: str | None = None, *
 def add_table(scene: Any, metrics: Mapping[str, Any], name: str) -> Any:
     """Table node from metrics.
 
-    ``{"dice": 0.91, ...}`` → columns ``Metric``/``Value``; ``{"fdk": {"dice": 0.8}, "sart": {...}}``
-    → one row per key (column ``Name``) and one numeric column per metric.
+    ``{"fdk": {"dice": 0.8}, "vpal": {...}}`` (one flat dict per method) → one row per key (column
+    ``Name``) and one column per metric; anything else → columns ``Metric``/``Value`` with nested
+    sections flattened to dotted names (``surface.hd95``). Lists longer than
+    :data:`MAX_TABLE_LIST` values stay in the JSON file only.
     """
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    if metrics and all(isinstance(v, Mapping) for v in metrics.values()):
-        columns = list(dict.fromkeys(k for row in metrics.values() for k in row))
+    rows = list(metrics.values())
+    if rows and all(isinstance(r, Mapping) and not any(isinstance(v, (Mapping, list)) for v in r.values())
+                    for r in rows):
+        columns = list(dict.fromkeys(k for row in rows for k in row))
         _add_column(table, "Name", list(metrics))
         for col in columns:
-            _add_column(table, col, [row.get(col) for row in metrics.values()])
+            _add_column(table, col, [row.get(col) for row in rows])
     else:
-        _add_column(table, "Metric", list(metrics))
-        _add_column(table, "Value", list(metrics.values()))
+        flat = dict(_flatten(metrics))
+        _add_column(table, "Metric", list(flat))
+        _add_column(table, "Value", list(flat.values()))
     return table
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> Any:
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, (list, tuple)):
+            if len(value) <= MAX_TABLE_LIST:
+                yield f"{prefix}{key}", ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _add_column(table: Any, name: str, values: list[Any]) -> None:

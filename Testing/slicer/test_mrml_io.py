@@ -194,6 +194,12 @@ def test_table_from_metrics(mrml_scene):
     t = nested.GetTable()
     assert [t.GetColumnName(i) for i in range(3)] == ["Name", "dice", "psnr"]
     assert t.GetValue(1, 1).ToDouble() == 0.9 and np.isnan(t.GetValue(1, 2).ToDouble())
+    report = {"volume": {"dice": 0.8, "cldice": 0.7}, "surface": {"hd95": 1.5, "per_point": list(range(100))},
+              "frames": [0, 5], "prediction": "pred.nii.gz"}
+    sections = mrml_io.add_table(mrml_scene.scene, report, "Evaluation")
+    assert [sections.GetCellText(r, 0) for r in range(sections.GetNumberOfRows())] == [
+        "volume.dice", "volume.cldice", "surface.hd95", "frames", "prediction"]
+    assert sections.GetCellText(3, 1) == "0, 5" and sections.GetCellText(4, 1) == "pred.nii.gz"
 
 
 def test_segmentation_from_mask(mrml_scene):
