@@ -108,3 +108,29 @@ def test_ddp_two_gloo_ranks_keep_identical_parameters(tmp_path):
     assert not torch.equal(r0["init"], r0["final"])      # a step happened
     assert torch.equal(r0["final"], r1["final"])         # and gradients were averaged across ranks
     assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 2   # written by rank 0 only
+
+
+def test_ddsa_train_cli_under_torchrun_writes_only_from_rank0(tmp_path):
+    """The real task end to end: simulator pairs from two small CTs, 2 gloo ranks, 2 steps."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_ddsa_infer import phantom_ct
+    from angiorecon.formats.volume import write_volume
+
+    hu, grid = phantom_ct()
+    write_volume(tmp_path / "train_ct.nii.gz", hu, grid)
+    write_volume(tmp_path / "val_ct.nii.gz", np.where(hu > 500, 1200.0, hu).astype(np.float32), grid)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29534", "-m", "angiorecon", "ddsa-train", "--out", str(out),
+                          "--device", "cpu", "--steps", "2", "--batch", "2", "--patch", "32", "--width", "4",
+                          "--depth", "2", "--pool", "2", "--val-frames", "1", "--val-every", "1",
+                          "--detector", "64", "--train-ct", str(tmp_path / "train_ct.nii.gz"),
+                          "--val-ct", str(tmp_path / "val_ct.nii.gz"), "--events", "quiet"],
+                         capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["best.pt", "ddsa_weights.pt", "history.json", "last.pt", "manifest.json"]
+    weights = load_checkpoint(out / "ddsa_weights.pt")
+    assert weights["step"] >= 1 and weights["meta"]["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "train_ct.nii.gz", "val_ct.nii.gz"]
