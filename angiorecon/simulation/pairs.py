@@ -49,6 +49,15 @@ class PairConfig:
     vessel_spacing: tuple[float, float] = (0.35, 1.0)  #: fine vessel grid spacing bounds
 
 
+def body_mask(hu: np.ndarray, threshold_hu: float = -300.0) -> np.ndarray:
+    """The patient's body: tissue above ``threshold_hu`` with each axial slice's holes (lungs, bowel gas)
+    filled, so trees may grow through the lungs (pulmonary vessels) but not into the air outside."""
+    from scipy.ndimage import binary_fill_holes
+
+    m = np.asarray(hu) > threshold_hu
+    return np.stack([binary_fill_holes(sl) for sl in m])
+
+
 class PairGenerator:
     """Fresh ``(fill, mask, dsa, vessel_2d, meta)`` samples from one CT volume (HU on ``grid``).
 
@@ -76,7 +85,7 @@ class PairGenerator:
                 self.real = mask_volume(vm > 0, grid)
                 hu = physics.remove_contrast(hu, self.real.occupancy)
         self.native_hu = hu
-        body = hu > body_threshold_hu
+        body = body_mask(hu, body_threshold_hu)
         if not body.any():
             raise BadInput(f"the CT has no voxel above {body_threshold_hu:g} HU (is it in HU?)")
         self.region = Region(body, grid)

@@ -119,22 +119,33 @@ def _vessels_on_grid(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.ndarr
         native = physics.remove_contrast(hu, real.occupancy)
         info.update({"inflow_world": inflow.tolist(), "vessel_names": sorted(masks)})
     if source in ("synthetic", "both"):
-        body = native > -300.0
-        region = Region(body, grid)
+        from .pairs import body_mask
+
+        region = Region(body_mask(native), grid)
         params = tree_params or TreeParams(root_radius=3.0, max_branches=150, min_radius=max(0.5, 0.4 *
                                                                                               grid.spacing.min()))
-        grower = TreeGrower(params, rng, region)
-        if real is not None:
-            # root the synthetic tree on the real vessel surface: it branches off the real anatomy
-            kji = np.argwhere(real.occupancy > 0.5)
-            pick = kji[rng.integers(len(kji))]
-            start = grid.index_to_world(pick[::-1][None])[0]
-            s0 = float(real.path_length[tuple(pick)])
-        else:
-            start = region.random_point(rng, params.root_radius * 3 + 5)
-            s0 = 0.0
-        grower.add_root(start, _unit(rng.standard_normal(3) + 0.5 * region.inward(start)), params.root_radius)
-        tree = grower.grow()
+        best_tree: VesselTree | None = None
+        for _attempt in range(8):   # a root next to the body surface can leave no room: try another
+            grower = TreeGrower(params, rng, region)
+            if real is not None:
+                # root the synthetic tree on the real vessel surface: it branches off the real anatomy
+                kji = np.argwhere((real.occupancy > 0.5) & (region.dist >= params.root_radius + 2))
+                if kji.size == 0:
+                    raise BadInput("no room in the body next to the real vessels to grow a synthetic tree")
+                pick = kji[rng.integers(len(kji))]
+                start = grid.index_to_world(pick[::-1][None])[0]
+                s0 = float(real.path_length[tuple(pick)])
+            else:
+                start = region.random_point(rng, params.root_radius * 3 + 5)
+                s0 = 0.0
+            grower.add_root(start, _unit(rng.standard_normal(3) + 0.5 * region.inward(start)),
+                            params.root_radius)
+            tree = grower.grow()
+            if best_tree is None or tree.n_branches > best_tree.n_branches:
+                best_tree, best_s0 = tree, s0
+            if tree.n_branches >= min(10, params.max_branches):
+                break
+        tree, s0 = best_tree, best_s0
         tree.path_length += s0
         synth = voxelize_tree(tree, grid, supersampling=3)
         info["tree"] = {"n_branches": tree.n_branches, "n_nodes": tree.n_nodes,
