@@ -92,8 +92,7 @@ def evaluate_volumes(pred: np.ndarray, ref: np.ndarray, grid: VolumeGrid, *, pre
     out["volume"] = {"dice": dice(pm, rm), **{f"{k}": v for k, v in cldice(pm, rm).items()},
                      "components_pred": n_components(pm), "components_ref": n_components(rm),
                      "voxels_pred": int(pm.sum()), "voxels_ref": int(rm.sum())}
-    for d in ot_mm:
-        ot = overlap_within(pm, rm, grid, float(d))
+    for d, ot in zip(ot_mm, overlap_within(pm, rm, grid, list(ot_mm))):
         out["volume"][f"ot_{d:g}mm"] = ot["ot"]
     report(0.35, "surfaces")
     pmesh = mask_to_mesh(pm, grid, smooth=True)

@@ -71,9 +71,21 @@ def projection_metrics(pred: np.ndarray, ref: np.ndarray, frames: np.ndarray | N
     return out
 
 
-def volume_metrics(pred: np.ndarray, ref: np.ndarray, *, vessel_mask: np.ndarray | None = None) -> dict[str, float]:
-    """3D PSNR/SSIM (peak = reference range), plus SSIM inside ``vessel_mask`` when given."""
-    out = {"psnr_3d": psnr(pred, ref), "ssim_3d": ssim(pred, ref)}
-    if vessel_mask is not None:
-        out["ssim_3d_vessels"] = ssim(pred, ref, mask=vessel_mask)
+def volume_metrics(pred: np.ndarray, ref: np.ndarray, *, vessel_mask: np.ndarray | None = None,
+                   win_size: int = 7) -> dict[str, float]:
+    """3D PSNR/SSIM (peak = reference range), plus SSIM inside ``vessel_mask`` when given
+    (one SSIM map serves both)."""
+    from skimage.metrics import structural_similarity
+
+    p, r = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    peak = float(np.ptp(r)) or 1.0
+    win = min(win_size, *[s if s % 2 else s - 1 for s in r.shape])
+    out = {"psnr_3d": psnr(p, r)}
+    if vessel_mask is None:
+        out["ssim_3d"] = float(structural_similarity(p, r, data_range=peak, win_size=win))
+        return out
+    mssim, full = structural_similarity(p, r, data_range=peak, win_size=win, full=True)
+    m = np.asarray(vessel_mask, dtype=bool)
+    out["ssim_3d"] = float(mssim)
+    out["ssim_3d_vessels"] = float(full[m].mean()) if m.any() else float("nan")
     return out
