@@ -123,6 +123,11 @@ def test_simulate_cli_rotational_writes_dataset_and_truth(tmp_path):
             "dicom", "preview"} <= roles
     tj = json.loads((out / "dataset" / "transforms.json").read_text())
     assert tj["N_views"] == 8 and tj["proj_resolution"] == [32, 32] and tj["volume_resolution"] == [120, 126, 164]
+    from angiorecon.formats.dataset import read_dataset
+
+    ds = read_dataset(out / "dataset")
+    np.testing.assert_allclose(ds.line_integrals(), ds.projections, atol=1e-5)
+    np.testing.assert_allclose(ds.geometry.times, 4.4 * np.arange(8) / 8)
     # DICOM XA read-back describes the same rays (columns mirrored w.r.t. the VPAL convention)
     from angiorecon.formats.dicom_xa import read_xa
     from angiorecon.formats.volume import read_stack
@@ -130,6 +135,7 @@ def test_simulate_cli_rotational_writes_dataset_and_truth(tmp_path):
 
     xa = read_xa(out / "dicom" / "mask_run.dcm")
     geom = ConeBeamGeometry.load_json(out / "dataset" / "geometry.json")
+    np.testing.assert_allclose(ds.geometry.source, geom.source, atol=1e-6)
     pts = np.array([[10.0, -20.0, 30.0], [-40.0, 5.0, -10.0]])
     a, b = geom.project_points(pts), xa.geometry.project_points(pts)
     np.testing.assert_allclose(b[..., 0], 31 - a[..., 0], atol=1e-3)

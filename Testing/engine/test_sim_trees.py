@@ -151,7 +151,7 @@ def test_voxels_and_mesh_agree():
     faces = np.asarray(mesh.faces, dtype=np.int64)
     conn = np.hstack([np.full((faces.shape[0], 1), 3, np.int64), faces]).ravel()
     cells = vtk.vtkCellArray()
-    cells.SetCells(faces.shape[0], numpy_to_vtkIdTypeArray(conn, deep=True))
+    cells.ImportLegacyFormat(numpy_to_vtkIdTypeArray(conn, deep=True))
     pd.SetPolys(cells)
     q = vtk.vtkPolyData()
     qp = vtk.vtkPoints()

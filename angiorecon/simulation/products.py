@@ -219,10 +219,11 @@ def simulate_rotational(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.nd
             progress(0.3 + 0.55 * i / n, "iodine projections")
     iodine *= k_i
     progress(0.86, "detector")
-    mask_run = physics.acquire(p_mask, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
-                               correlation_sigma_px=cfg.correlation_sigma_px).astype(np.float32)
-    fill_run = physics.acquire(p_mask_fill + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
-                               correlation_sigma_px=cfg.correlation_sigma_px).astype(np.float32)
+    # raw runs are clamped to ≥ 1 count (a detector never reports ≤ 0), so log(mask) − log(fill) is defined
+    mask_run = np.maximum(physics.acquire(p_mask, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
+                                          correlation_sigma_px=cfg.correlation_sigma_px), 1.0).astype(np.float32)
+    fill_run = np.maximum(physics.acquire(p_mask_fill + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
+                                          correlation_sigma_px=cfg.correlation_sigma_px), 1.0).astype(np.float32)
     dsa = physics.dsa(mask_run, fill_run)
     info.update({"world_shift_from_ct": shift.tolist(), "det_spacing": float(spacing),
                  "patient_motion": motion.tolist(), "iodine_mu_per_mg_ml": k_i,
@@ -253,24 +254,6 @@ def _preview(stack: np.ndarray, indices: np.ndarray, titles: list[str], path: Pa
     tmp.replace(path)
 
 
-def write_transforms_json(path: Path, geometry: ConeBeamGeometry, grid: VolumeGrid, sad: float, sid: float,
-                          frame_names: list[str]) -> None:
-    """VPAL/4DRGS ``transforms.json`` (keys of ``dsa_reconstruction.md`` §2.2) for a circular run."""
-    h, w = geometry.det_shape
-    sp = geometry.pixel_spacing[0]
-    nx = [int(s) for s in grid.shape[::-1]]
-    vs = [float(s) for s in grid.spacing]
-    angles = geometry.meta["angles_rad"]
-    d = {"N_views": geometry.n_views, "sad": float(sad), "sid": float(sid), "proj_resolution": [w, h],
-         "proj_spacing": [float(sp[1]), float(sp[0])], "proj_phy": [w * float(sp[1]), h * float(sp[0])],
-         "volume_resolution": nx, "volume_spacing": vs, "volume_phy": [a * b for a, b in zip(nx, vs)],
-         "frames": [{"file": f, "PrimaryAngle": float(a), "SecondaryAngle": 0.0, "time": float(t)}
-                    for f, a, t in zip(frame_names, angles, geometry.times)]}
-    tmp = path.with_name(f".tmp_{path.name}")
-    tmp.write_text(json.dumps(d, indent=1))
-    tmp.replace(path)
-
-
 def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: bool = True,
                      progress: Progress = _noop) -> list[tuple[str, str, str]]:
     """Write a run: VPAL/4DRGS dataset files, DICOM XA, truth and a preview.
@@ -278,6 +261,7 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
     ``out(relative) -> Path`` gives the destination of each file (``TaskContext.path`` in a task).
     Returns ``(role, relative path, description)`` for every file written.
     """
+    from ..formats.dataset import DSADataset, write_dataset
     from ..formats.volume import write_stack, write_volume
 
     outs: list[tuple[str, str, str]] = []
@@ -287,15 +271,15 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
     def add(role: str, rel: str, desc: str) -> None:
         outs.append((role, rel, desc))
 
-    write_stack(out("dataset/mask_run.nii.gz"), run.mask_run, sp)
-    add("projections", "dataset/mask_run.nii.gz", "mask run, detected counts [frames, rows, cols]")
-    write_stack(out("dataset/fill_run.nii.gz"), run.fill_run, sp)
-    add("projections", "dataset/fill_run.nii.gz", "fill run, detected counts [frames, rows, cols]")
-    write_stack(out("dataset/proj.nii.gz"), run.dsa, sp)
+    folder = out("dataset/transforms.json").parent
+    sim_meta = {"time_unit": "s", "energy_kev": run.config.energy_kev, "i0": run.config.i0}
+    write_dataset(folder, DSADataset(run.geometry, run.grid, projections=run.dsa, mask_run=run.mask_run,
+                                     fill_run=run.fill_run, extra={"angiorecon_simulation": sim_meta}))
+    add("projections", "dataset/mask_run.nii.gz", "mask run, detected counts (>= 1) [frames, rows, cols]")
+    add("projections", "dataset/fill_run.nii.gz", "fill run, detected counts (>= 1) [frames, rows, cols]")
     add("projections", "dataset/proj.nii.gz", "DSA line integrals log(mask) - log(fill), clipped >= 0")
-    write_transforms_json(out("dataset/transforms.json"), run.geometry, run.grid, run.config.sad,
-                          run.config.sid, [f"frame_{i:03d}" for i in range(n)])
-    add("dataset", "dataset/transforms.json", "VPAL/4DRGS geometry (radians, mm, volume centred on the isocentre)")
+    add("dataset", "dataset/transforms.json", "VPAL/4DRGS geometry (radians, mm, volume centred on the isocentre; "
+                                              "exact frame times in s as angiorecon_time)")
     run.geometry.save_json(out("dataset/geometry.json"))
     add("dataset", "dataset/geometry.json", "engine ConeBeamGeometry of the mask run (per-view vectors, times)")
     progress(0.3, "truth")
