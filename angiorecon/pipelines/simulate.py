@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     acq.add_argument("--motion-mm", type=float, default=0.0, help="rotational: max patient shift mask→fill")
     acq.add_argument("--c-peak", type=float, default=None, help="peak iodine concentration, mg/ml")
     acq.add_argument("--velocity", type=float, default=120.0, help="rotational: bolus speed, mm/s")
+    acq.add_argument("--late-fraction", type=float, default=0.0,
+                     help="rotational: fraction of branches that fill late (0.8–2 s extra delay)")
+    acq.add_argument("--branch-variability", type=float, default=0.0,
+                     help="rotational: per-branch log-normal spread of bolus width and height (e.g. 0.2)")
+    acq.add_argument("--dicom-display", choices=("raw", "log"), default="raw",
+                     help="DICOM pixels: raw detector counts (LIN) or a vendor-like 12-bit log display (LOG)")
     acq.add_argument("--views", type=int, default=2, help="two-view: number of views")
     acq.add_argument("--side", choices=("left", "right", "both"), default="both", help="two-view: coronary tree")
     acq.add_argument("--count", type=int, default=16, help="pairs: number of pairs")
@@ -68,6 +74,8 @@ def job_from_args(a: argparse.Namespace) -> dict[str, Any]:
             "arc_deg": a.arc, "duration_s": a.duration, "detector": a.detector, "det_spacing": a.det_spacing,
             "sad": a.sad, "sid": a.sid, "energy_kev": a.energy, "i0": a.i0, "blur_sigma_px": a.blur,
             "motion_deg": a.motion_deg, "motion_mm": a.motion_mm, "c_peak": a.c_peak, "velocity": a.velocity,
+            "late_fraction": a.late_fraction, "branch_variability": a.branch_variability,
+            "dicom_display": a.dicom_display,
             "views": a.views, "side": a.side, "count": a.count, "dicom": not a.no_dicom, "seed": a.seed}
 
 
@@ -126,7 +134,9 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
         raise BadInput("rotational simulation needs a CT: --sample aorta_cta or --ct FILE")
     det = int(job.get("detector") or 256)
     bolus = BolusParams(t0=0.4, velocity=float(job.get("velocity") or 120.0), rise=1.2,
-                        c_peak=float(job.get("c_peak") or 12.0), dispersion=0.003)
+                        c_peak=float(job.get("c_peak") or 12.0), dispersion=0.003,
+                        late_fraction=float(job.get("late_fraction") or 0.0),
+                        branch_variability=float(job.get("branch_variability") or 0.0))
     cfg = RotationalConfig(frames=int(job.get("frames", 133)), arc_deg=float(job.get("arc_deg", 200.0)),
                            duration_s=float(job.get("duration_s", 4.4)), detector=(det, det),
                            det_spacing=job.get("det_spacing"), sad=float(job.get("sad", 750.0)),
@@ -134,7 +144,7 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
                            i0=float(job.get("i0") or 1e5),
                            blur_sigma_px=float(0.5 if job.get("blur_sigma_px") is None else job["blur_sigma_px"]),
                            motion_deg=float(job.get("motion_deg", 0.0)), motion_mm=float(job.get("motion_mm", 0.0)),
-                           bolus=bolus)
+                           bolus=bolus, dicom_display=str(job.get("dicom_display") or "raw"))
     source = job.get("vessel_source") or ("real" if masks else "synthetic")
     sim = ctx.reporter.stage("simulate", 0.02, 0.7)
     with ctx.timed("simulate"):
@@ -197,7 +207,8 @@ def _two_view(job: dict[str, Any], ctx: TaskContext, hu, grid, seed: int) -> Non
     cfg = CoronaryConfig(views=int(job.get("views", 2)), detector=(det, det),
                          energy_kev=float(job.get("energy_kev", 65.0)), i0=float(job.get("i0") or 5e4),
                          blur_sigma_px=float(0.7 if job.get("blur_sigma_px") is None else job["blur_sigma_px"]),
-                         c_peak=float(job.get("c_peak") or 15.0), side=str(job.get("side", "both")))
+                         c_peak=float(job.get("c_peak") or 15.0), side=str(job.get("side", "both")),
+                         dicom_display=str(job.get("dicom_display") or "raw"))
     sim = ctx.reporter.stage("simulate", 0.02, 0.6)
     with ctx.timed("simulate"):
         views = simulate_coronary(hu, grid, config=cfg, seed=seed, progress=lambda f, m: sim(f, m))

@@ -10,8 +10,11 @@
 
 from .contrast import BolusParams, ContrastModel
 from .pairs import PairConfig, PairGenerator
+from .products import (CoronaryConfig, RotationalConfig, simulate_coronary, simulate_rotational, write_coronary,
+                       write_rotational)
 from .trees import HeartModel, TreeParams, VesselTree, grow_coronary_tree, grow_tree
 from .voxelize import VesselVolume, mask_volume, voxelize_tree
 
-__all__ = ["BolusParams", "ContrastModel", "PairConfig", "PairGenerator", "HeartModel", "TreeParams",
+__all__ = ["BolusParams", "ContrastModel", "PairConfig", "PairGenerator", "CoronaryConfig", "RotationalConfig",
+           "simulate_coronary", "simulate_rotational", "write_coronary", "write_rotational", "HeartModel", "TreeParams",
            "VesselTree", "grow_coronary_tree", "grow_tree", "VesselVolume", "mask_volume", "voxelize_tree"]

@@ -4,11 +4,12 @@ Model, per vessel voxel ``x`` with occupancy ``f(x)``, path length ``s(x)`` from
 ``b(x)``::
 
     arrival(x) = t0 + s(x) / v + delay[b(x)]          (delay > 0 only for late-filling branches)
-    t_peak(x)  = rise + dispersion · s(x)              (the bolus spreads as it travels)
-    c(x, t)    = c_peak · f(x) · (rise / t_peak(x)) · g((t − arrival(x)) / t_peak(x))
+    t_peak(x)  = (rise + dispersion · s(x)) · w[b(x)]  (the bolus spreads as it travels)
+    c(x, t)    = c_peak · f(x) · (rise / t_peak(x)) · h[b(x)] · g((t − arrival(x)) / t_peak(x))
     g(τ)       = τ^α · exp(α (1 − τ))  for τ > 0, else 0     (gamma variate, peak 1 at τ = 1)
 
-so every voxel has a rise, a peak at ``arrival + t_peak`` and an exponential wash-out; the
+with per-branch log-normal factors ``w``, ``h`` (``branch_variability``; 1 by default), so every
+voxel has a rise, a peak at ``arrival + t_peak`` and an exponential wash-out; the
 ``rise / t_peak`` factor keeps the injected iodine mass roughly constant while the bolus
 disperses. The factorisation ``c = c_max(x) · shape(t; arrival(x), t_peak(x))`` lets the engine
 store the 4D ground truth as three 3D maps and evaluate any time exactly; the per-frame iodine
@@ -40,10 +41,13 @@ class BolusParams:
     dispersion: float = 0.002    #: extra time-to-peak per mm of path, s/mm
     late_fraction: float = 0.0   #: fraction of branches that fill late (collateral / slow flow)
     late_delay: tuple[float, float] = (0.8, 2.0)  #: extra delay of late branches, s
+    branch_variability: float = 0.0  #: per-branch log-normal spread of time-to-peak and peak concentration
 
     def validate(self) -> None:
         if self.velocity <= 0 or self.rise <= 0 or self.alpha <= 0 or self.c_peak < 0:
             raise BadInput(f"bolus needs velocity, rise, alpha > 0 and c_peak ≥ 0, got {asdict(self)}")
+        if self.branch_variability < 0:
+            raise BadInput(f"branch_variability must be ≥ 0, got {self.branch_variability}")
         if not 0 <= self.late_fraction <= 1:
             raise BadInput(f"late_fraction must be in [0, 1], got {self.late_fraction}")
 
@@ -76,9 +80,13 @@ class ContrastModel:
         delay_per_branch = np.where(late, rng.uniform(*p.late_delay, size=n_br), 0.0)
         self.late_branches = np.nonzero(late)[0]
         delay = delay_per_branch[np.maximum(b, 0)] if n_br else np.zeros_like(s)
+        # per-vessel time–density curves: each branch gets its own width and height (log-normal)
+        jit_t = np.exp(p.branch_variability * rng.standard_normal(n_br)) if n_br else np.ones(0)
+        jit_c = np.exp(p.branch_variability * rng.standard_normal(n_br)) if n_br else np.ones(0)
+        bi = np.maximum(b, 0)
         self.arrival = p.t0 + s / p.velocity + delay
-        self.t_peak = p.rise + p.dispersion * s
-        self.c_max = p.c_peak * self.fraction * (p.rise / self.t_peak)
+        self.t_peak = (p.rise + p.dispersion * s) * (jit_t[bi] if n_br else 1.0)
+        self.c_max = p.c_peak * self.fraction * (p.rise / self.t_peak) * (jit_c[bi] if n_br else 1.0)
 
     # ---------------------------------------------------------------- sparse values
     def values(self, t: float) -> np.ndarray:

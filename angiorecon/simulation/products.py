@@ -65,6 +65,7 @@ class RotationalConfig:
     bolus: BolusParams = field(default_factory=lambda: BolusParams(t0=0.4, velocity=120.0, rise=1.2,
                                                                    c_peak=12.0, dispersion=0.003))
     truth_times: int = 5                    #: concentration volumes written at this many times
+    dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
 
     def validate(self) -> None:
         if self.frames < 2 or not 0 < self.arc_deg <= 360:
@@ -325,10 +326,11 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
         progress(0.7, "DICOM")
         from ..formats.dicom_xa import write_xa_geometry
 
-        write_xa_geometry(out("dicom/mask_run.dcm"), run.mask_run, run.geometry, series_number=1,
-                          series_description="synthetic rotational mask run")
-        write_xa_geometry(out("dicom/fill_run.dcm"), run.fill_run, run.geometry, series_number=2,
-                          series_description="synthetic rotational fill run")
+        kw = _dicom_pixels_kwargs(run.config.dicom_display)
+        write_xa_geometry(out("dicom/mask_run.dcm"), _dicom_pixels(run.mask_run, run.config), run.geometry,
+                          series_number=1, series_description="synthetic rotational mask run", **kw)
+        write_xa_geometry(out("dicom/fill_run.dcm"), _dicom_pixels(run.fill_run, run.config), run.geometry,
+                          series_number=2, series_description="synthetic rotational fill run", **kw)
         add("dicom", "dicom/mask_run.dcm", "mask run as legacy multi-frame DICOM XA (per-frame angles)")
         add("dicom", "dicom/fill_run.dcm", "fill run as legacy multi-frame DICOM XA (per-frame angles)")
     idx = np.linspace(0, n - 1, 8).round().astype(int)
@@ -336,6 +338,20 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
              "simulated DSA: frames across the rotation (bolus filling over time)")
     add("preview", "preview/dsa_frames.png", "8 DSA frames showing filling over time")
     return outs
+
+
+def _dicom_pixels(counts: np.ndarray, cfg: Any) -> np.ndarray:
+    """Raw counts, or the vendor-like 12-bit log display of :func:`physics.display_transform`."""
+    if cfg.dicom_display == "raw":
+        return counts
+    if cfg.dicom_display == "log":
+        return physics.display_transform(counts, cfg.i0, "log", bits=12)
+    raise BadInput(f"dicom_display must be 'raw' or 'log', got {cfg.dicom_display!r}")
+
+
+def _dicom_pixels_kwargs(display: str) -> dict[str, Any]:
+    # the log display is ∝ ln(intensity) (brighter = more photons): PS3.3 LOG with sign +1
+    return {"intensity_relationship": "LOG", "intensity_sign": 1} if display == "log" else {}
 
 
 def _write_centerlines(tree: VesselTree | None, vessels: VesselVolume, grid: VolumeGrid,
@@ -394,6 +410,7 @@ class CoronaryConfig:
     c_peak: float = 15.0
     vessel_spacing: float = 0.3
     side: str = "both"
+    dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
 
     def validate(self) -> None:
         if self.views < 1:
@@ -510,8 +527,9 @@ def write_coronary(views: CoronaryViews, out: Callable[[str], Path], progress: P
     g = views.geometry
     for v in range(g.n_views):
         rel = f"dicom/view_{v + 1}.dcm"
-        write_xa_geometry(out(rel), views.counts[v], g.subset([v]), series_number=v + 1,
-                          series_description=f"synthetic coronary view {v + 1}")
+        write_xa_geometry(out(rel), _dicom_pixels(views.counts[v], views.config), g.subset([v]),
+                          series_number=v + 1, series_description=f"synthetic coronary view {v + 1}",
+                          **_dicom_pixels_kwargs(views.config.dicom_display))
         outs.append(("dicom", rel, f"view {v + 1}: primary {g.meta['primary_deg'][v]:.1f}°, "
                                    f"secondary {g.meta['secondary_deg'][v]:.1f}°"))
     g.save_json(out("geometry.json"))
