@@ -27,6 +27,9 @@ TASKS: dict[str, str] = {
     "ddsa": "angiorecon.pipelines.ddsa",
     "ddsa-train": "angiorecon.pipelines.ddsa_train",
     "simulate": "angiorecon.pipelines.simulate",
+    "project": "angiorecon.pipelines.project",
+    "reconstruct": "angiorecon.pipelines.reconstruct",
+    "demo": "angiorecon.pipelines.demo",
 }
 
 
