@@ -12,6 +12,7 @@ from conftest import json_events, run_engine
 from pydicom.uid import generate_uid
 
 from angiorecon.formats.dicom_xa import write_xa, write_xa_geometry
+from angiorecon.formats.xa_study import load_study, select_dsa
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators.projector_cpu import back_project, forward_project
 from angiorecon.pipelines.convert import default_grid, vpal_equivalent
@@ -95,10 +96,13 @@ def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path):
     res = run_engine("convert", tmp_path / "study", "--out", tmp_path / "ds", "--events", "quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     ds = _dataset_module().read_dataset(tmp_path / "ds")
-    a = fdk_mod.fdk(li.astype(np.float32), geom, grid)
-    b = fdk_mod.fdk(np.asarray(ds.projections, np.float32), ds.geometry, grid)
-    a, b = np.asarray(a), np.asarray(b)
-    assert np.max(np.abs(a - b)) <= 2e-3 * np.max(np.abs(a))
+    ref = fdk_mod.fdk(li.astype(np.float32), grid, geom)
+    conv = fdk_mod.fdk(ds.line_integrals(), grid, ds.geometry)
+    assert np.max(np.abs(conv - ref)) <= 2e-3 * np.max(np.abs(ref))
+    # The DICOM frames with their own (column-mirrored) DICOM geometry reconstruct the same volume too.
+    sig = select_dsa(load_study([tmp_path / "study"]).runs)
+    direct = fdk_mod.fdk(sig.line_integrals, grid, sig.geometry)
+    assert np.max(np.abs(direct - ref)) <= 2e-3 * np.max(np.abs(ref))
 
 
 def test_convert_subtracted_run_and_grid_options(tmp_path):
@@ -160,41 +164,71 @@ def _small_run(path: Path, n: int = 3, **kw) -> Path:
     return write_xa(path, frames, secondary_deg=0.0, sid=1100.0, sod=750.0, pixel_spacing=(0.3, 0.3), **kw)
 
 
-def _fails(tmp_path: Path, *args: object, code: int = 2, match: str = "") -> str:
+@pytest.fixture
+def engine_in_process(capsys):
+    """``angiorecon.cli.main`` in this process (fast), restoring the signal handlers the worker installs."""
+    import signal
+
+    from angiorecon.cli import main
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def call(*args: object) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield call
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _fails(call, tmp_path: Path, *args: object, code: int = 2, match: str = "") -> str:
     out = tmp_path / "out"
-    res = run_engine("convert", *args, "--out", out, "--events", "json")
-    assert res.returncode == code, (res.returncode, res.stderr[-2000:])
-    err = [e for e in json_events(res.stdout) if e["event"] == "error"]
-    assert len(err) == 1 and "\n" not in err[0]["message"] and "Traceback" not in res.stderr
+    rc, stdout, stderr = call("convert", *args, "--out", out, "--events", "json")
+    assert rc == code, (rc, stderr[-2000:])
+    err = [e for e in json_events(stdout) if e["event"] == "error"]
+    assert len(err) == 1 and "\n" not in err[0]["message"] and "Traceback" not in stderr
     assert match in err[0]["message"], err[0]["message"]
     assert not out.exists() and not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
     return err[0]["message"]
 
 
-def test_convert_bad_inputs_fail_cleanly(tmp_path):
+def test_convert_bad_inputs_fail_cleanly(tmp_path, engine_in_process):
     _dataset_module()
     (tmp_path / "empty").mkdir()
-    _fails(tmp_path, tmp_path / "empty", match="is empty")
+    _fails(engine_in_process, tmp_path, tmp_path / "empty", match="is empty")
     pair = tmp_path / "pair"
     study = generate_uid()
     _small_run(pair / "a.dcm", 3, study_uid=study, series_description="MASK")
     _small_run(pair / "b.dcm", 4, study_uid=study, series_description="FILL")
-    _fails(tmp_path, pair, match="different frame counts (3 vs 4)")
+    msg = _fails(engine_in_process, tmp_path, pair, match="different frame counts (4 vs 3)")
+    assert msg.index("fill run b.dcm") < msg.index("mask run a.dcm")
     nosid = tmp_path / "nosid.dcm"
     _small_run(nosid, 3)
     ds = pydicom.dcmread(nosid)
     del ds.DistanceSourceToDetector
     ds.save_as(nosid)
-    _fails(tmp_path, nosid, "--subtracted", match="DistanceSourceToDetector (0018,1110) is missing; pass --sid")
-    res = run_engine("convert", nosid, "--subtracted", "--sid", "1150", "--out", tmp_path / "ok", "--events", "quiet")
-    assert res.returncode == 0, res.stderr[-2000:]
+    _fails(engine_in_process, tmp_path, nosid, "--subtracted", match="DistanceSourceToDetector (0018,1110) is missing; pass --sid")
+    rc, _, err = engine_in_process("convert", nosid, "--subtracted", "--sid", "1150", "--out", tmp_path / "ok",
+                                   "--events", "quiet")
+    assert rc == 0, err[-2000:]
     from pydicom import examples
 
     examples.ct.save_as(tmp_path / "ct.dcm")
-    _fails(tmp_path, tmp_path / "ct.dcm", match="CT Image Storage")
+    _fails(engine_in_process, tmp_path, tmp_path / "ct.dcm", match="CT Image Storage")
     big = tmp_path / "big.dcm"
     _small_run(big, 3)
     ds = pydicom.dcmread(big)
     ds.NumberOfFrames, ds.Rows, ds.Columns = 100000, 4096, 4096
     ds.save_as(big)
-    _fails(tmp_path, big, code=3, match="100000 frames of 4096x4096")
+    _fails(engine_in_process, tmp_path, big, code=3, match="100000 frames of 4096x4096")
+
+
+def test_convert_cli_process_reports_bad_input_with_exit_code_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run_engine("convert", tmp_path / "empty", "--out", tmp_path / "out", "--events", "json")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert json_events(res.stdout)[-1] == {"event": "error", "kind": "bad-input",
+                                            "message": f"folder {tmp_path / 'empty'} is empty"}
+    assert not (tmp_path / "out").exists()

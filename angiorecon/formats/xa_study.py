@@ -206,6 +206,12 @@ def select_dsa(runs: Sequence[XARun], subtracted: bool | None = None, angle_tol_
                 reasons.append(f"{plain[i].label} / {plain[j].label}: {why}")
             else:
                 pairs.append((plain[i], plain[j]))
+    if not pairs and len(plain) == 2:
+        hints = (_hint(plain[0]), _hint(plain[1]))
+        fill, mask = plain if hints == ("fill", "mask") else (plain[::-1] if hints == ("mask", "fill") else plain)
+        named = "fill run {} and mask run {}" if "fill" in hints or "mask" in hints else "runs {} and {}"
+        raise BadInput(f"{named.format(fill.label, mask.label)} cannot be paired: "
+                       f"{pair_mismatch(fill, mask, angle_tol_deg)}")
     if not pairs:
         raise BadInput("no fill/mask pair: " + "; ".join(reasons[:3]))
     if len(pairs) > 1:
