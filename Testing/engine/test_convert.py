@@ -63,15 +63,34 @@ def _write_pair(folder: Path, geom: ConeBeamGeometry, li: np.ndarray) -> None:
                       series_description="FILL")
 
 
-def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path):
+@pytest.fixture
+def engine_in_process(capsys):
+    """``angiorecon.cli.main`` in this process (fast), restoring the signal handlers the worker installs."""
+    import signal
+
+    from angiorecon.cli import main
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def call(*args: object) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield call
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path, engine_in_process):
     _dataset_module()
     geom, grid, li = _phantom_case()
     study = tmp_path / "study"
     _write_pair(study, geom, li)
     out = tmp_path / "dataset"
-    res = run_engine("convert", study, "--out", out, "--events", "json")
-    assert res.returncode == 0, res.stderr[-3000:]
-    events = json_events(res.stdout)
+    rc, stdout, err = engine_in_process("convert", study, "--out", out, "--events", "json")
+    assert rc == 0, err[-3000:]
+    events = json_events(stdout)
     assert events[-1]["event"] == "result"
     manifest = json.loads((out / "manifest.json").read_text())
     assert {o["path"] for o in manifest["outputs"]} >= {"transforms.json"}
@@ -88,13 +107,13 @@ def test_converted_study_has_the_rays_and_line_integrals_of_its_source(tmp_path)
     assert np.max(np.abs(rec_conv - rec_src)) <= 1e-3 * np.max(np.abs(rec_src))
 
 
-def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path):
+def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path, engine_in_process):
     _dataset_module()
     fdk_mod = pytest.importorskip("angiorecon.operators.fdk", reason="FDK operator not available yet")
     geom, grid, li = _phantom_case()
     _write_pair(tmp_path / "study", geom, li)
-    res = run_engine("convert", tmp_path / "study", "--out", tmp_path / "ds", "--events", "quiet")
-    assert res.returncode == 0, res.stderr[-3000:]
+    rc, _, err = engine_in_process("convert", tmp_path / "study", "--out", tmp_path / "ds", "--events", "quiet")
+    assert rc == 0, err[-3000:]
     ds = _dataset_module().read_dataset(tmp_path / "ds")
     ref = fdk_mod.fdk(li.astype(np.float32), grid, geom)
     conv = fdk_mod.fdk(ds.line_integrals(), grid, ds.geometry)
@@ -105,21 +124,21 @@ def test_converted_study_reconstructs_like_its_source_with_fdk(tmp_path):
     assert np.max(np.abs(direct - ref)) <= 2e-3 * np.max(np.abs(ref))
 
 
-def test_convert_subtracted_run_and_grid_options(tmp_path):
+def test_convert_subtracted_run_and_grid_options(tmp_path, engine_in_process):
     _dataset_module()
     geom, _, li = _phantom_case(n_views=4, h=12, w=16)
     write_xa_geometry(tmp_path / "sub.dcm", li, geom, subtracted=True)
     out = tmp_path / "ds"
-    res = run_engine("convert", tmp_path / "sub.dcm", "--out", out, "--volume-size", "20", "16", "12",
-                     "--voxel-size", "0.5", "--events", "quiet")
-    assert res.returncode == 0, res.stderr[-3000:]
+    rc, _, err = engine_in_process("convert", tmp_path / "sub.dcm", "--out", out, "--volume-size", "20", "16", "12",
+                                   "--voxel-size", "0.5", "--events", "quiet")
+    assert rc == 0, err[-3000:]
     ds = _dataset_module().read_dataset(out)
     assert ds.grid.shape == (12, 16, 20) and np.allclose(ds.grid.spacing, 0.5)
     assert ds.mask_run is None and ds.fill_run is None
     _same_rays(geom, li, ds.geometry, ds.projections, atol=float(li.max()) / 65535)
 
 
-def test_convert_tilted_run_keeps_exact_dicom_geometry(tmp_path):
+def test_convert_tilted_run_keeps_exact_dicom_geometry(tmp_path, engine_in_process):
     _dataset_module()
     n = 4
     geom = ConeBeamGeometry.from_xa_angles(np.linspace(-60, 60, n), np.full(n, 20.0), 1150.0, 750.0, (1.2, 1.2),
@@ -128,8 +147,8 @@ def test_convert_tilted_run_keeps_exact_dicom_geometry(tmp_path):
     pts = grid.voxel_centers()
     li = forward_project((np.sum(pts ** 2, axis=-1) < 16).astype(np.float64) * 0.05, grid, geom)
     write_xa_geometry(tmp_path / "sub.dcm", li, geom, subtracted=True)
-    res = run_engine("convert", tmp_path / "sub.dcm", "--out", tmp_path / "ds", "--events", "quiet")
-    assert res.returncode == 0, res.stderr[-3000:]
+    rc, _, err = engine_in_process("convert", tmp_path / "sub.dcm", "--out", tmp_path / "ds", "--events", "quiet")
+    assert rc == 0, err[-3000:]
     ds = _dataset_module().read_dataset(tmp_path / "ds")
     _same_rays(geom, li, ds.geometry, ds.projections, atol=float(li.max()) / 65535)
 
@@ -162,25 +181,6 @@ def _small_run(path: Path, n: int = 3, **kw) -> Path:
     frames = np.random.default_rng(0).uniform(100, 200, (n, 8, 8)).astype(np.float32)
     kw.setdefault("primary_deg", np.arange(n, dtype=float))
     return write_xa(path, frames, secondary_deg=0.0, sid=1100.0, sod=750.0, pixel_spacing=(0.3, 0.3), **kw)
-
-
-@pytest.fixture
-def engine_in_process(capsys):
-    """``angiorecon.cli.main`` in this process (fast), restoring the signal handlers the worker installs."""
-    import signal
-
-    from angiorecon.cli import main
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def call(*args: object) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield call
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 def _fails(call, tmp_path: Path, *args: object, code: int = 2, match: str = "") -> str:
