@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from angiorecon.errors import BadInput
 from angiorecon.geometry import VolumeGrid
 from angiorecon.simulation.trees import (HeartModel, Region, TreeParams, VesselTree, grow_coronary_tree, grow_tree,
                                          segment_distance, zamir_angles)
@@ -181,3 +182,20 @@ def test_mask_geodesic_path_length():
     prof = d[4, 4, 2:38]
     np.testing.assert_allclose(np.diff(prof), 1.0, atol=1e-6)
     assert prof[0] == 0 and np.all(d[~mask] == 0)
+
+
+def test_aorta_sized_root_and_centerline_export(tmp_path):
+    from angiorecon.formats.markups import read_markups_curves
+
+    t = grow_tree(9, params=TreeParams(root_radius=12.0, max_branches=40, max_radius=15.0))
+    assert t.radii.max() == pytest.approx(12.0) and t.radii.min() >= 0.5 - 1e-9
+    np.testing.assert_allclose(t.murray_residuals(), 0.0, atol=1e-9)
+    assert t.clearance() > 0
+    with pytest.raises(BadInput):
+        TreeParams(root_radius=20.0).validate()
+    t.write_centerlines(tmp_path / "c.mrk.json")
+    pts, radii, names = read_markups_curves(tmp_path / "c.mrk.json")
+    polys = [p for p in t.branch_polylines() if p.size >= 2]
+    assert len(pts) == len(polys) and names[0] == t.branch_names[0]
+    np.testing.assert_allclose(pts[1], t.nodes[polys[1]], atol=1e-6)
+    np.testing.assert_allclose(radii[1], t.radii[polys[1]], atol=1e-6)

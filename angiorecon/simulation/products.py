@@ -27,7 +27,7 @@ from ..geometry import ConeBeamGeometry, VolumeGrid
 from . import physics
 from .contrast import BolusParams, ContrastModel, node_times
 from .trees import HeartModel, Region, TreeGrower, TreeParams, VesselTree, _unit, grow_coronary_tree
-from .voxelize import VesselVolume, mask_volume, tree_grid, voxelize_tree
+from .voxelize import VesselVolume, mask_volume, tree_grid, tree_mesh, voxelize_tree
 
 Progress = Callable[[float, str], None]
 
@@ -322,6 +322,10 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
     if run.tree is not None:
         run.tree.save_json(out("truth/vessel_tree.json"))
         add("truth", "truth/vessel_tree.json", "synthetic vessel tree graph (nodes, radii, parents, path lengths)")
+        # the recon-grid mask loses vessels thinner than a voxel: a fine mesh of the tree itself
+        tree_mesh(run.tree, spacing=max(0.2, 0.5 * float(run.tree.radii.min()))).write(
+            out("truth/vessel_tree_mesh_fine.vtp"))
+        add("mesh", "truth/vessel_tree_mesh_fine.vtp", "synthetic tree surface from a fine voxelisation (all calibres)")
     if dicom:
         progress(0.7, "DICOM")
         from ..formats.dicom_xa import write_xa_geometry
@@ -359,10 +363,7 @@ def _write_centerlines(tree: VesselTree | None, vessels: VesselVolume, grid: Vol
     from ..formats.markups import write_markups_curves
 
     if tree is not None and inflow is None:
-        polys = [p for p in tree.branch_polylines() if p.size >= 2]
-        write_markups_curves(out("truth/centerlines.mrk.json"), [tree.nodes[p] for p in polys],
-                             [tree.radii[p] for p in polys],
-                             [tree.branch_names[int(tree.segment[p[-1]])] for p in polys])
+        tree.write_centerlines(out("truth/centerlines.mrk.json"))
         return "truth/centerlines.mrk.json"
     from ..vessels.centerlines import extract_centerlines
 
@@ -519,7 +520,6 @@ def write_coronary(views: CoronaryViews, out: Callable[[str], Path], progress: P
                    ) -> list[tuple[str, str, str]]:
     """DICOM XA single frames (one per view) + truth (3D mask, mesh, centerlines, 2D masks)."""
     from ..formats.dicom_xa import write_xa_geometry
-    from ..formats.markups import write_markups_curves
     from ..formats.volume import write_stack, write_volume
     from ..vessels.surface import volume_to_mesh
 
@@ -549,9 +549,7 @@ def write_coronary(views: CoronaryViews, out: Callable[[str], Path], progress: P
     mesh.write(out("truth/vessel_mesh.vtp"))
     outs.append(("mesh", "truth/vessel_mesh.vtp", "coronary lumen surface, world mm"))
     t = views.tree
-    polys = [p for p in t.branch_polylines() if p.size >= 2]
-    write_markups_curves(out("truth/centerlines.mrk.json"), [t.nodes[p] for p in polys], [t.radii[p] for p in polys],
-                         [t.branch_names[int(t.segment[p[-1]])] for p in polys])
+    t.write_centerlines(out("truth/centerlines.mrk.json"))
     outs.append(("centerlines", "truth/centerlines.mrk.json", "coronary centerlines with Radius (LM/LAD/LCX/RCA…)"))
     t.save_json(out("truth/vessel_tree.json"))
     outs.append(("truth", "truth/vessel_tree.json", "coronary tree graph"))

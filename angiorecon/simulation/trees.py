@@ -140,6 +140,14 @@ class VesselTree:
         a, b, _, _ = self.edges()
         return float(np.linalg.norm(self.nodes[b] - self.nodes[a], axis=1).sum())
 
+    def write_centerlines(self, path: str | Path) -> Path:
+        """One Slicer markups curve per branch (from its junction), with a per-point ``Radius``."""
+        from ..formats.markups import write_markups_curves
+
+        polys = [p for p in self.branch_polylines() if p.size >= 2]
+        return write_markups_curves(path, [self.nodes[p] for p in polys], [self.radii[p] for p in polys],
+                                    [self.branch_names[int(self.segment[p[-1]])] for p in polys])
+
     # ---------------------------------------------------------------- geodesics / clearance
     def _branch_chain(self, b: int) -> list[int]:
         chain = [b]
