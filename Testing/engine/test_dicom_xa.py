@@ -561,3 +561,20 @@ def test_enhanced_per_frame_display_shutter(tmp_path):
     mask = read_xa(path).valid_mask
     assert mask[0].all() and mask[2].all()
     assert mask[1].sum() == 8 * 6 and mask[1, 2:10, 1:7].all()
+
+
+def test_write_xa_study_reads_back_as_a_pair_or_a_subtracted_run(tmp_path):
+    from angiorecon.formats.xa_study import write_xa_study
+
+    g = ConeBeamGeometry.circular(np.deg2rad([0.0, 40.0, 80.0]), 750.0, 1150.0, (10, 12), 0.5)
+    li = np.zeros((3, 10, 12))
+    li[:, 4:6, 3:9] = 0.6
+    mask = np.full(li.shape, 3000.0)
+    write_xa_study(tmp_path / "pair", g, mask=mask, fill=mask * np.exp(-li))
+    sig = select_dsa(load_study([tmp_path / "pair"]).runs)
+    assert "series description" in sig.how
+    np.testing.assert_allclose(sig.line_integrals[:, :, ::-1], li, atol=1e-3)      # DICOM columns are mirrored
+    write_xa_study(tmp_path / "sub", g, line_integrals=li)
+    sig = select_dsa(load_study([tmp_path / "sub"]).runs)
+    assert sig.subtracted_run is not None
+    np.testing.assert_allclose(sig.line_integrals[:, :, ::-1], li, atol=1e-4)

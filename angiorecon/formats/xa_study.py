@@ -247,3 +247,38 @@ def stack_views(runs: Sequence[XARun]) -> tuple[np.ndarray, ConeBeamGeometry]:
             "source_files": [f for r in runs for f in r.source_files]}
     geom = ConeBeamGeometry(cat["source"], cat["det_center"], cat["det_u"], cat["det_v"], gs[0].det_shape, times, meta)
     return np.concatenate([r.frames for r in runs]), geom
+
+
+def write_xa_study(folder: str | Path, geometry: ConeBeamGeometry, *, mask: np.ndarray | None = None,
+                   fill: np.ndarray | None = None, line_integrals: np.ndarray | None = None,
+                   description: str = "angiorecon", **kwargs) -> list[Path]:
+    """Write a DSA acquisition as DICOM XA files in ``folder`` (one study, one series per run).
+
+    Give ``mask`` and ``fill`` raw runs [N, H, W] (linear in intensity) → ``mask.dcm`` (series 1,
+    "<description> MASK") and ``fill.dcm`` (series 2, "<description> FILL"); and/or
+    ``line_integrals`` → ``dsa.dcm``, a pre-subtracted run (series 3). Frames are in ``geometry``'s
+    pixel order; :func:`~angiorecon.formats.dicom_xa.write_xa_geometry` mirrors them when needed.
+    Other keyword arguments go to :func:`~angiorecon.formats.dicom_xa.write_xa`.
+    """
+    from pydicom.uid import generate_uid
+
+    from .dicom_xa import write_xa_geometry
+
+    if (mask is None) != (fill is None):
+        raise BadInput("write_xa_study needs both mask and fill runs, or neither")
+    if mask is None and line_integrals is None:
+        raise BadInput("write_xa_study needs mask and fill runs and/or line integrals")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {"study_uid": kwargs.pop("study_uid", None) or generate_uid(),
+              "frame_of_reference_uid": kwargs.pop("frame_of_reference_uid", None) or generate_uid(), **kwargs}
+    written = []
+    if mask is not None:
+        written.append(write_xa_geometry(folder / "mask.dcm", mask, geometry, series_number=1,
+                                         series_description=f"{description} MASK", **common))
+        written.append(write_xa_geometry(folder / "fill.dcm", fill, geometry, series_number=2,
+                                         series_description=f"{description} FILL", **common))
+    if line_integrals is not None:
+        written.append(write_xa_geometry(folder / "dsa.dcm", line_integrals, geometry, series_number=3,
+                                         series_description=f"{description} DSA", subtracted=True, **common))
+    return written
