@@ -9,6 +9,7 @@ Augmentation fixes the anchor's defects (``synthetic_dsa.md`` §1.7, "better sys
 
 * geometric transforms (crop, rotation, scale, flips) are applied **identically** to input and target,
   sampled inside the frame with reflection (no zero-padded borders inside the patch);
+* the iodine amount is scaled consistently (``fill += (k−1)·dsa``, ``dsa ×= k``: concentration/kV);
 * display curves (log- vs linear-in-transmission LUT, gamma) change the *domain* of the pair, so the
   target is recomputed as ``f(fill) − f(fill − dsa)`` — still sharp, noise-free and consistent;
 * noise, blur and low-frequency (scatter-like) fields go on the **input only**; the target stays sharp.
@@ -51,6 +52,7 @@ class PairPool:
 class Augment:
     """Augmentation probabilities and ranges (all stored in the checkpoint config)."""
 
+    iodine: tuple[float, float] = (0.7, 3.0)    #: iodine amount × k: fill += (k−1)·dsa, dsa ×= k (concentration/kV)
     flip: bool = True
     rot90: bool = True
     p_affine: float = 0.7
@@ -68,7 +70,7 @@ class Augment:
         return asdict(self)
 
 
-NO_AUGMENT = Augment(flip=False, rot90=False, p_affine=0.0, p_transmission_lut=0.0, gamma=(1.0, 1.0),
+NO_AUGMENT = Augment(iodine=(1.0, 1.0), flip=False, rot90=False, p_affine=0.0, p_transmission_lut=0.0, gamma=(1.0, 1.0),
                      p_noise=0.0, p_blur=0.0, p_lowfreq=0.0)
 
 
@@ -102,6 +104,8 @@ def augment_pair(rng: np.random.Generator, fill: np.ndarray, dsa: np.ndarray, pa
     """One training pair: (network input, network target) ``[patch, patch]`` in the DOMAIN units."""
     fill = np.asarray(fill, np.float64)
     dsa = np.asarray(dsa, np.float64)
+    k = float(np.exp(rng.uniform(np.log(aug.iodine[0]), np.log(aug.iodine[1]))))
+    fill, dsa = fill + (k - 1) * dsa, k * dsa  # more/less iodine: same physics, consistent pair
     f = display_curve(rng, aug, fill)
     shown = f(fill)
     target_full = shown - f(fill - dsa)
