@@ -163,7 +163,7 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _display_to_p(arr: np.ndarray, path: Path, vmax: float | None = None, invert: bool = False) -> np.ndarray:
+def _display_to_p(arr: np.ndarray, vmax: float | None = None, invert: bool = False) -> np.ndarray:
     if vmax is None:
         vmax = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else float(arr.max())
     return intensity_to_line_integral(arr, vmax, invert)
@@ -183,7 +183,7 @@ def _read_image(path: Path) -> Frames:
         raise BadInput(f"image {path} must be a 2D grey frame (or pages of frames) of at least 8×8, got {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating):
         return Frames(path, "tiff-float", arr.astype(np.float32), info={"domain": "line integral (float image)"})
-    return Frames(path, "image", _display_to_p(arr, path), info={"domain": "display intensity", "dtype": str(arr.dtype)})
+    return Frames(path, "image", _display_to_p(arr), info={"domain": "display intensity", "dtype": str(arr.dtype)})
 
 
 def _read_dicom(path: Path) -> Frames:
@@ -226,7 +226,7 @@ def _read_dicom_plain(path: Path, reason: str = "") -> Frames:
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise BadInput(f"DICOM {path}: PhotometricInterpretation {photometric} is not a grey X-ray image")
     spacing = getattr(ds, "ImagerPixelSpacing", None) or getattr(ds, "PixelSpacing", None) or (1.0, 1.0)
-    p = _display_to_p(arr, path, vmax=float(2 ** bits - 1), invert=photometric == "MONOCHROME1")
+    p = _display_to_p(arr, vmax=float(2 ** bits - 1), invert=photometric == "MONOCHROME1")
     return Frames(path, "dicom", p, (float(spacing[0]), float(spacing[1])),
                   info={"domain": f"display intensity, {bits} bits, {photometric}",
                         "modality": str(getattr(ds, "Modality", ""))})
@@ -248,7 +248,7 @@ def _read_stack(path: Path) -> Frames:
     spacing = (float(sp[1]), float(sp[0]))
     fsp = float(sp[2]) if len(sp) > 2 else 1.0
     if np.issubdtype(arr.dtype, np.integer):
-        return Frames(path, "stack", _display_to_p(arr, path, vmax=float(arr.max())), spacing, fsp,
+        return Frames(path, "stack", _display_to_p(arr, vmax=float(arr.max())), spacing, fsp,
                       {"domain": "display intensity (integer stack)"})
     return Frames(path, "stack", arr.astype(np.float32), spacing, fsp, {"domain": "line integral (float stack)"})
 

@@ -26,7 +26,7 @@ def load_ct(spec: str) -> tuple[np.ndarray, Any, np.ndarray | None]:
         ct, grid = read_volume(ct_path)
         mask = None
         if mask_path:
-            mask, mgrid = read_volume(mask_path)
+            mask, _ = read_volume(mask_path)
             if mask.shape != ct.shape:
                 raise BadInput(f"vessel mask {mask_path} shape {mask.shape} differs from CT {ct.shape}")
         return ct.astype(np.float32), grid, mask
