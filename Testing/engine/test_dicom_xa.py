@@ -578,3 +578,13 @@ def test_write_xa_study_reads_back_as_a_pair_or_a_subtracted_run(tmp_path):
     sig = select_dsa(load_study([tmp_path / "sub"]).runs)
     assert sig.subtracted_run is not None
     np.testing.assert_allclose(sig.line_integrals[:, :, ::-1], li, atol=1e-4)
+
+
+def test_unmodelled_detector_tilt_and_fov_flip_are_reported(tmp_path):
+    path = _run(tmp_path, n=2)
+    ds = pydicom.dcmread(path)
+    ds.DetectorPrimaryAngle = 3.0
+    ds.FieldOfViewHorizontalFlip = "YES"
+    ds.save_as(path)
+    warnings = read_xa(path).warnings
+    assert any("DetectorPrimaryAngle" in w for w in warnings) and any("HorizontalFlip" in w for w in warnings)

@@ -477,6 +477,14 @@ def _legacy_geometry(ds: Any, n: int, where: str, ov: XAOverrides, warn: list[st
         raise _missing(where, "DistanceSourceToPatient")
     spacing = _spacing(ds, where, ov, warn)
     times = _times(ds, n, where, warn)
+    for kw in ("DetectorPrimaryAngle", "DetectorSecondaryAngle"):
+        tilt = _floats(ds, kw, where)
+        if tilt is not None and np.any(tilt != 0):
+            warn.append(f"{kw} (beam tilt relative to the detector normal) is non-zero and is not modelled")
+    rotation = _floats(ds, "FieldOfViewRotation", where)
+    if (rotation is not None and np.any(rotation % 360 != 0)) or _text(ds, "FieldOfViewHorizontalFlip", where).upper() == "YES":
+        warn.append("FieldOfViewRotation/HorizontalFlip is set; legacy XA images are taken as heads-up as the "
+                    "standard assumes, check the handedness of the result")
     return prim, sec, np.full(n, float(sid)), np.full(n, float(sod)), spacing, times
 
 
