@@ -63,7 +63,7 @@ def test_shifted_mask_on_another_grid_and_meshes(tmp_path):
     assert "ref.nii.gz" in m["segmentation"]
 
 
-def test_projection_metrics_and_bad_inputs(tmp_path):
+def test_projection_metrics_with_and_without_normalisation(tmp_path):
     rng = np.random.default_rng(0)
     ref = rng.random((3, 24, 24)).astype(np.float32)
     write_stack(tmp_path / "ref.nii.gz", ref)
@@ -73,8 +73,16 @@ def test_projection_metrics_and_bad_inputs(tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads((tmp_path / "p" / "metrics.json").read_text())["projections"]
     assert m["ssim_minmax"] == pytest.approx(1.0) and m["psnr_raw"] < 10 and len(m["per_frame"]["psnr_raw"]) == 3
-    res = run_engine("evaluate", tmp_path / "nope.nii.gz", "--reference", tmp_path / "ref.nii.gz", "--out", tmp_path / "x")
-    assert res.returncode == 2 and "does not exist" in res.stderr
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    from angiorecon.cli import main
+
+    write_stack(tmp_path / "ref.nii.gz", np.zeros((2, 8, 8), np.float32))
+    code = main(["evaluate", str(tmp_path / "nope.nii.gz"), "--reference", str(tmp_path / "ref.nii.gz"),
+                 "--out", str(tmp_path / "x"), "--events", "quiet"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
     (tmp_path / "a.txt").write_text("x")
-    res = run_engine("evaluate", tmp_path / "a.txt", "--reference", tmp_path / "ref.nii.gz", "--out", tmp_path / "y")
-    assert res.returncode == 2 and "unknown file type" in res.stderr
+    code = main(["evaluate", str(tmp_path / "a.txt"), "--reference", str(tmp_path / "ref.nii.gz"),
+                 "--out", str(tmp_path / "y"), "--events", "quiet"])
+    assert code == 2 and "unknown file type" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

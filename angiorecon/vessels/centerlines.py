@@ -553,6 +553,8 @@ def extract_centerlines(mask: np.ndarray, grid: VolumeGrid, *, seed: Sequence[fl
     src_hi = np.minimum(hi, m.shape)
     crop[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, offset))] = \
         m[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]
+    # enclosed cavities would survive thinning as closed shells; a lumen has none
+    crop = ndimage.binary_fill_holes(crop)
     report(0.1, "skeletonize")
     skel = thin(crop)
     n_skel = int(skel.sum())
@@ -595,6 +597,29 @@ def extract_centerlines(mask: np.ndarray, grid: VolumeGrid, *, seed: Sequence[fl
         for _, k in best.values():
             del g.edges[k]
             changed = True
+        # small loops (handles in a noisy mask): drop self-loops and the thinner of two parallel
+        # edges when the cycle they form is shorter than a few local diameters
+        pairs: dict[tuple[int, int], list[int]] = {}
+        for k, e in g.edges.items():
+            pairs.setdefault((min(e.a, e.b), max(e.a, e.b)), []).append(k)
+        for (a, b), ks in pairs.items():
+            if a == b:
+                loop = [k for k in ks if _polyline_length(to_world(g.edges[k].pts))
+                        < 4 * np.pi * max(node_r[a], voxel)]
+                for k in loop:
+                    del g.edges[k]
+                    changed = True
+            elif len(ks) > 1:
+                ks = sorted(ks, key=lambda k: -float(np.median(radii(g.edges[k].pts))))
+                for k in ks[1:]:
+                    cyc = _polyline_length(to_world(g.edges[k].pts)) + _polyline_length(to_world(g.edges[ks[0]].pts))
+                    if cyc < 4 * np.pi * max(node_r[a], node_r[b], voxel):
+                        del g.edges[k]
+                        changed = True
+        if changed:
+            g.drop_isolated_nodes()
+            g.merge_degree_two()
+            continue
         # bifurcations split by thinning: contract junction-to-junction edges inside the spheres
         for k, e in list(g.edges.items()):
             if e.a == e.b or deg.get(e.a, 0) < 3 or deg.get(e.b, 0) < 3 or changed:
