@@ -167,3 +167,14 @@ def test_simulated_murray_tree_centerlines_match_truth(seed):
     # the grower lists continuation nodes (one child) among its bifurcations: count real splits
     assert tree.n_bifurcations == sum(1 for _, kids in t.bifurcations() if len(kids) >= 2)
     assert np.linalg.norm(tree.branches[tree.roots[0]].points[0] - t.nodes[0]) < 1.0
+
+
+def test_handle_in_the_wall_does_not_become_a_loop():
+    g = VolumeGrid.centered((40, 40, 60), 0.5)
+    mask = voxelise([Tube((0.2, 0.1, -11), (0.3, 0.2, 11), 3.0)], g)
+    c = g.voxel_centers()
+    mask &= ~(np.hypot(c[..., 1] - 1.2, c[..., 2]) <= 0.6)      # a tunnel through the lumen
+    assert thin(mask).sum() > 50                                # the skeleton itself has a ring
+    tree = extract_centerlines(mask, g)
+    assert len(tree.branches) == 1 and not tree.branches[0].closes_loop
+    assert tree.branches[0].length == pytest.approx(22.0, abs=1.5)
