@@ -116,12 +116,17 @@ class PairGenerator:
         params = TreeParams(root_radius=r0, max_branches=int(r.integers(c.max_branches[0], c.max_branches[1] + 1)),
                             min_radius=max(0.5, 0.6 * spacing), tortuosity=float(r.uniform(0.1, 0.6)),
                             max_generations=8)
-        start = iso + r.normal(0, 15, 3)
-        if self.region.distance(start) < r0 + 2:
-            start = self.region.random_point(r, r0 + 2)
-        grower = TreeGrower(params, r, self.region)
-        grower.add_root(start, _unit(r.standard_normal(3)), r0)
-        tree = grower.grow()
+        for _attempt in range(10):   # a root squeezed against the body surface may not grow: retry
+            start = iso + r.normal(0, 15, 3)
+            if self.region.distance(start) < r0 + 2:
+                start = self.region.random_point(r, r0 + 2)
+            grower = TreeGrower(params, r, self.region)
+            grower.add_root(start, _unit(r.standard_normal(3)), r0)
+            tree = grower.grow()
+            if tree.n_nodes >= 3:
+                break
+        else:
+            raise BadInput(f"could not grow a vessel tree of root radius {r0:.1f} mm inside this CT's body")
         vg = tree_grid(tree, spacing)
         vol = voxelize_tree(tree, vg, supersampling=3)
         return vol, {"vessels": "synthetic", "root_radius": r0, "n_branches": tree.n_branches,
