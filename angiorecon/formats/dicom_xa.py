@@ -795,8 +795,10 @@ def _quantise(frames: np.ndarray) -> tuple[np.ndarray, float, float] | tuple[np.
         return frames.astype(np.uint16), None, None
     lo, hi = float(frames.min()), float(frames.max())
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
-    stored = np.rint((frames.astype(np.float64) - lo) / slope)
-    return np.clip(stored, 0, 65535).astype(np.uint16), slope, lo
+    stored = np.empty(frames.shape, np.uint16)
+    for k in range(frames.shape[0]):          # frame by frame: no float64 copy of a whole run
+        stored[k] = np.clip(np.rint((frames[k].astype(np.float64) - lo) / slope), 0, 65535)
+    return stored, slope, lo
 
 
 def write_xa(path: str | Path, frames: np.ndarray, *, primary_deg: float | Sequence[float],
