@@ -57,3 +57,25 @@ def test_markups_logic_loads_every_branch(tmp_path, scene):
     second = nodes.GetItemAsObject(1)
     assert second.GetNumberOfControlPoints() == 4
     assert second.GetMeasurement("Radius").GetControlPointValues().GetValue(3) == pytest.approx(1.0)
+
+
+def test_centerline_model_loads_with_vmtk_arrays(tmp_path, scene):
+    from angiorecon.vessels.centerlines import CenterlineTree
+
+    sc, _ = scene
+    curves, radii = _tree()
+    tree = CenterlineTree.from_curves(curves, radii, [None, 0])
+    path = tree.write_vtp(tmp_path / "centerlines.vtp")
+    models = slicer.vtkSlicerModelsLogic()
+    models.SetMRMLScene(sc)
+    storage = sc.AddNewNodeByClass("vtkMRMLModelStorageNode")
+    node = sc.AddNewNodeByClass("vtkMRMLModelNode", "Centerlines")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    pd = node.GetPolyData()
+    assert pd.GetNumberOfLines() == 2 and pd.GetNumberOfPoints() == 10
+    assert pd.GetPointData().GetArray("Radius").GetValue(0) == pytest.approx(3.0)
+    for name in ("CenterlineIds", "GroupIds", "TractIds", "Blanking"):
+        assert pd.GetCellData().GetArray(name) is not None
+    # LPS on disk → RAS in the scene
+    np.testing.assert_allclose(pd.GetPoint(0), curves[0][0] * [-1, -1, 1], atol=1e-6)
