@@ -39,7 +39,14 @@ def test_evaluate_intensity_volumes_with_reference_centerlines(tmp_path):
     assert m["centerlines"]["ref_source"] == "given" and m["centerlines"]["completeness"] > 0.95
     assert m["image"]["psnr_3d"] > 20
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["outputs"][0]["role"] == "metrics" and "dice" in manifest["summary"]
+    roles = {o["path"]: o["role"] for o in manifest["outputs"]}
+    assert roles["metrics.json"] == "metrics" and "dice" in manifest["summary"]
+    assert roles["pred_mask.nii.gz"] == "vessel_mask" and roles["pred_surface.vtp"] == "mesh"
+    assert roles["pred_centerlines.mrk.json"] == "centerlines" and roles["ref_centerlines.mrk.json"] == "centerlines"
+    from angiorecon.formats.mesh import read_mesh
+
+    _, _, arrays = read_mesh(out / "pred_surface.vtp")
+    assert np.percentile(arrays["DistanceToReference"], 95) < 0.5
 
 
 def test_shifted_mask_on_another_grid_and_meshes(tmp_path):

@@ -60,7 +60,7 @@ def evaluate_volumes(pred: np.ndarray, ref: np.ndarray, grid: VolumeGrid, *, pre
                      pred_kind: str = "auto", ref_kind: str = "auto", anchor_level: float | None = None,
                      n_samples: int = 100_000, centerlines: bool = True,
                      ref_centerlines: CenterlineTree | None = None, ot_mm: Sequence[float] = (1.0, 2.0),
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None, artifacts: dict[str, Any] | None = None) -> dict[str, Any]:
     """All volume metrics of a prediction against a reference on ``grid`` (the reference grid).
 
     ``pred_grid``: the prediction's grid when it differs (it is resampled onto ``grid``).
@@ -68,6 +68,9 @@ def evaluate_volumes(pred: np.ndarray, ref: np.ndarray, grid: VolumeGrid, *, pre
     4DRGS outputs); without it the anchors' meshes are unsmoothed marching cubes of the masks.
     ``ref_centerlines``: exact reference centerlines (e.g. the simulator's tree) instead of
     centerlines extracted from the reference mask.
+    ``artifacts``: a dict that receives what the numbers were computed on — ``pred_mask``,
+    ``ref_mask``, ``pred_mesh``, ``ref_mesh`` (:class:`Mesh`, world mm) and ``pred_centerlines``,
+    ``ref_centerlines`` — so a caller can write and show them.
     """
     report = progress or (lambda f, s: None)
     ref = np.asarray(ref)
@@ -97,6 +100,8 @@ def evaluate_volumes(pred: np.ndarray, ref: np.ndarray, grid: VolumeGrid, *, pre
     report(0.35, "surfaces")
     pmesh = mask_to_mesh(pm, grid, smooth=True)
     rmesh = mask_to_mesh(rm, grid, smooth=True)
+    if artifacts is not None:
+        artifacts.update(pred_mask=pm, ref_mask=rm, pred_mesh=pmesh, ref_mesh=rmesh)
     out["surface"] = {"protocol": "area-uniform samples on smoothed mask surfaces, no alignment",
                       **surface_distances(tuple(pmesh), tuple(rmesh), n_samples=n_samples)}
     report(0.55, "anchors protocol")
@@ -113,6 +118,8 @@ def evaluate_volumes(pred: np.ndarray, ref: np.ndarray, grid: VolumeGrid, *, pre
         report(0.7, "centerlines")
         pt = extract_centerlines(pm, grid)
         rt = ref_centerlines if ref_centerlines is not None else extract_centerlines(rm, grid)
+        if artifacts is not None:
+            artifacts.update(pred_centerlines=pt, ref_centerlines=rt)
         out["centerlines"] = {"ref_source": "given" if ref_centerlines is not None else "extracted from reference mask",
                               **centerline_metrics(pt, rt, voxel_mm=float(grid.spacing.min()))}
     if not pred_binary and not is_binary(ref):

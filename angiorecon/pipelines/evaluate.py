@@ -5,6 +5,9 @@ intensity volumes that are then segmented with the same adaptive method — the 
 meshes (.vtp/.vtk/.stl/.obj/.ply, LPS world mm), or projection stacks (``--kind projections``:
 2D PSNR/SSIM with and without per-image min–max normalisation). A prediction on another grid is
 resampled onto the reference grid. A volume compared with a mesh is segmented and meshed first.
+For two volumes the task also writes what the numbers were computed on (masks on the common grid,
+surfaces — the prediction's coloured by ``DistanceToReference`` — and both centerline trees), so
+the Slicer module can show where the prediction is wrong, not only by how much.
 """
 
 from __future__ import annotations
@@ -72,6 +75,33 @@ def _mesh_from_volume(path: Path, kind: str) -> tuple[tuple[np.ndarray, np.ndarr
     return tuple(mask_to_mesh(mask, grid)), info
 
 
+def _write_artifacts(ctx: TaskContext, art: dict[str, Any], grid: Any) -> None:
+    """What the metrics were computed on, for inspection in Slicer: the two masks on the common
+    grid, both surfaces (the prediction's with ``DistanceToReference`` in mm per vertex) and both
+    centerline trees."""
+    from ..formats.volume import write_volume
+    from ..metrics.surface import point_to_surface
+
+    for who in ("pred", "ref"):
+        rel = f"{who}_mask.nii.gz"
+        write_volume(ctx.path(rel), art[f"{who}_mask"].astype(np.uint8), grid)
+        ctx.add_output("vessel_mask", rel, f"{'prediction' if who == 'pred' else 'reference'} vessel mask on the reference grid")
+    pm, rm = art["pred_mesh"], art["ref_mesh"]
+    if len(pm.faces) and len(rm.faces):
+        pm.point_arrays["DistanceToReference"] = point_to_surface(pm.vertices, rm.vertices, rm.faces)
+    for who, mesh in (("pred", pm), ("ref", rm)):
+        if len(mesh.faces):
+            rel = f"{who}_surface.vtp"
+            mesh.write(ctx.path(rel))
+            ctx.add_output("mesh", rel, f"{'prediction' if who == 'pred' else 'reference'} surface (LPS mm)")
+    for who in ("pred", "ref"):
+        tree = art.get(f"{who}_centerlines")
+        if tree is not None and tree.branches:
+            rel = f"{who}_centerlines.mrk.json"
+            tree.write_markups(ctx.path(rel), base_name="Prediction" if who == "pred" else "Reference")
+            ctx.add_output("centerlines", rel, f"{'prediction' if who == 'pred' else 'reference'} centerlines with Radius")
+
+
 def run(job: dict[str, Any], ctx: TaskContext) -> None:
     from ..formats.mesh import read_mesh
 
@@ -115,12 +145,15 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
             if not curves:
                 raise BadInput(f"{job['reference_centerlines']} contains no curves")
             ref_tree = CenterlineTree.from_curves(curves, radii, voxel_size=float(rgrid.spacing.min()))
+        art: dict[str, Any] = {}
         with ctx.timed("evaluate_volumes"):
             result.update(evaluate_volumes(
                 pv, rv, rgrid, pred_grid=pgrid, pred_kind=job.get("pred_kind", "auto"),
                 ref_kind=job.get("ref_kind", "auto"), anchor_level=job.get("anchor_level"), n_samples=samples,
                 centerlines=bool(job.get("centerlines", True)), ref_centerlines=ref_tree,
-                progress=lambda f, s: ctx.progress(0.05 + 0.9 * f, s)))
+                progress=lambda f, s: ctx.progress(0.05 + 0.85 * f, s), artifacts=art))
+        ctx.progress(0.92, "write", "masks, surfaces, centerlines")
+        _write_artifacts(ctx, art, rgrid)
         summary = {"dice": result["volume"]["dice"], "cldice": result["volume"]["cldice"],
                    "cd": result["surface"]["cd_sum"], "hd95": result["surface"]["hd95"],
                    "anchors_cd": result["anchors"]["cd"], "anchors_hd95": result["anchors"]["hd95"]}
