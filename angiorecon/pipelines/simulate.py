@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     acq.add_argument("--blur", type=float, default=None, help="detector blur sigma, pixels")
     acq.add_argument("--motion-deg", type=float, default=0.0, help="rotational: max patient rotation mask→fill")
     acq.add_argument("--motion-mm", type=float, default=0.0, help="rotational: max patient shift mask→fill")
-    acq.add_argument("--c-peak", type=float, default=None, help="peak iodine concentration, mg/ml")
+    acq.add_argument("--c-peak", type=float, default=None,
+                     help="peak iodine concentration in the arteries, mg/ml (default: rotational 40 — aortic "
+                          "flush; two-view 150 — selective coronary injection)")
     acq.add_argument("--velocity", type=float, default=120.0, help="rotational: bolus speed, mm/s")
     acq.add_argument("--late-fraction", type=float, default=0.0,
                      help="rotational: fraction of branches that fill late (0.8–2 s extra delay)")
@@ -134,7 +136,7 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
         raise BadInput("rotational simulation needs a CT: --sample aorta_cta or --ct FILE")
     det = int(job.get("detector") or 256)
     bolus = BolusParams(t0=0.4, velocity=float(job.get("velocity") or 120.0), rise=1.2,
-                        c_peak=float(job.get("c_peak") or 12.0), dispersion=0.003,
+                        c_peak=float(job.get("c_peak") or 40.0), dispersion=0.003,
                         late_fraction=float(job.get("late_fraction") or 0.0),
                         branch_variability=float(job.get("branch_variability") or 0.0))
     cfg = RotationalConfig(frames=int(job.get("frames", 133)), arc_deg=float(job.get("arc_deg", 200.0)),
@@ -207,7 +209,7 @@ def _two_view(job: dict[str, Any], ctx: TaskContext, hu, grid, seed: int) -> Non
     cfg = CoronaryConfig(views=int(job.get("views", 2)), detector=(det, det),
                          energy_kev=float(job.get("energy_kev", 65.0)), i0=float(job.get("i0") or 5e4),
                          blur_sigma_px=float(0.7 if job.get("blur_sigma_px") is None else job["blur_sigma_px"]),
-                         c_peak=float(job.get("c_peak") or 15.0), side=str(job.get("side", "both")),
+                         c_peak=float(job.get("c_peak") or 150.0), side=str(job.get("side", "both")),
                          dicom_display=str(job.get("dicom_display") or "raw"))
     sim = ctx.reporter.stage("simulate", 0.02, 0.6)
     with ctx.timed("simulate"):

@@ -41,7 +41,9 @@ class PairConfig:
     i0: tuple[float, float] = (2e4, 2e5)               #: photons per pixel, log-uniform
     blur_sigma_px: tuple[float, float] = (0.0, 1.0)
     correlation_sigma_px: tuple[float, float] = (0.0, 0.7)
-    c_peak: tuple[float, float] = (6.0, 20.0)          #: iodine mg/ml
+    #: peak iodine in the artery, mg/ml: ~10 (IV-like) to ~150 (selective intra-arterial injection of
+    #: 300–370 mg/ml contrast diluted by the blood flow), drawn log-uniformly
+    c_peak: tuple[float, float] = (10.0, 150.0)
     root_radius: tuple[float, float] = (1.0, 5.0)
     max_branches: tuple[int, int] = (20, 120)
     real_vessel_probability: float = 0.5               #: when a vessel mask is given
@@ -154,7 +156,7 @@ class PairGenerator:
             spacing = float(np.clip(pix_iso, *c.vessel_spacing))
             vessels, vmeta = self._synthetic_vessels(iso, spacing)
         energy = float(r.uniform(*c.energy_kev))
-        c_peak = float(r.uniform(*c.c_peak))
+        c_peak = float(np.exp(r.uniform(np.log(c.c_peak[0]), np.log(c.c_peak[1]))))
         bolus = BolusParams(t0=0.0, velocity=150.0, rise=1.0, c_peak=c_peak)
         model = ContrastModel(vessels, bolus, rng=r)
         t_end = float(np.max(model.arrival + model.t_peak)) if model.index.size else 1.0

@@ -63,7 +63,7 @@ class RotationalConfig:
     motion_deg: float = 0.0                 #: max rigid rotation between mask and fill runs
     motion_mm: float = 0.0                  #: max rigid translation between mask and fill runs
     bolus: BolusParams = field(default_factory=lambda: BolusParams(t0=0.4, velocity=120.0, rise=1.2,
-                                                                   c_peak=12.0, dispersion=0.003))
+                                                                   c_peak=40.0, dispersion=0.003))
     truth_times: int = 5                    #: concentration volumes written at this many times
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
 
@@ -408,7 +408,7 @@ class CoronaryConfig:
     energy_kev: float = 65.0
     i0: float = 5e4
     blur_sigma_px: float = 0.7
-    c_peak: float = 15.0
+    c_peak: float = 150.0                   #: selective injection: 300–370 mg/ml contrast diluted ~1:1 by blood
     vessel_spacing: float = 0.3
     side: str = "both"
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
