@@ -42,8 +42,8 @@ Writing float frames: XA forbids Rescale Slope/Intercept in the stored image's m
 intensity, so :func:`write_xa` quantises floats to uint16 over their range and records the map
 ``value = slope · stored + intercept`` in Real World Value Mapping Sequence (0040,9096) (LUT Label
 ``ANGIORECON``, or ``LINE_INTEGRAL`` for pre-subtracted line integrals). Reading back gives the
-floats to within half a quantisation step (range / 131070). Integer frames that fit uint16 are
-stored as they are, without a mapping.
+floats to within half a quantisation step (range / 131070). Integer-valued frames (of any dtype,
+e.g. simulated photon counts) that fit uint16 are stored exactly, without a mapping.
 """
 
 from __future__ import annotations
@@ -790,9 +790,10 @@ def _per_frame(values: float | Sequence[float] | np.ndarray, n: int, name: str) 
 
 
 def _quantise(frames: np.ndarray) -> tuple[np.ndarray, float, float] | tuple[np.ndarray, None, None]:
-    """uint16 stored values and (slope, intercept), or no mapping for integer data that fits."""
-    if np.issubdtype(frames.dtype, np.integer) and frames.min() >= 0 and frames.max() <= 65535:
-        return frames.astype(np.uint16), None, None
+    """uint16 stored values and (slope, intercept), or no mapping for integer-valued data that fits."""
+    if frames.min() >= 0 and frames.max() <= 65535 and (
+            np.issubdtype(frames.dtype, np.integer) or all(np.array_equal(f, np.rint(f)) for f in frames)):
+        return frames.astype(np.uint16), None, None       # e.g. photon counts: stored exactly
     lo, hi = float(frames.min()), float(frames.max())
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
     stored = np.empty(frames.shape, np.uint16)
