@@ -588,3 +588,10 @@ def test_unmodelled_detector_tilt_and_fov_flip_are_reported(tmp_path):
     ds.save_as(path)
     warnings = read_xa(path).warnings
     assert any("DetectorPrimaryAngle" in w for w in warnings) and any("HorizontalFlip" in w for w in warnings)
+
+
+def test_integer_valued_float_counts_are_stored_exactly(tmp_path):
+    counts = np.random.default_rng(9).poisson(3000.0, (3, 8, 8)).astype(np.float32)
+    path = _run(tmp_path, "counts.dcm", n=3, h=8, w=8, frames=counts)
+    assert "RealWorldValueMappingSequence" not in pydicom.dcmread(path)
+    assert np.array_equal(read_xa(path).frames, counts)
