@@ -178,3 +178,15 @@ def test_handle_in_the_wall_does_not_become_a_loop():
     tree = extract_centerlines(mask, g)
     assert len(tree.branches) == 1 and not tree.branches[0].closes_loop
     assert tree.branches[0].length == pytest.approx(22.0, abs=1.5)
+
+
+def test_tree_topology_survives_a_markups_round_trip(tmp_path):
+    from angiorecon.formats.markups import read_markups_curves
+
+    g = VolumeGrid.centered((60, 40, 80), 0.5, center=(2, 2.5, 2.5))
+    tree = extract_centerlines(voxelise(y_tree(), g), g)
+    tree.write_markups(tmp_path / "t.mrk.json")
+    curves, radii, _ = read_markups_curves(tmp_path / "t.mrk.json")
+    back = CenterlineTree.from_curves(curves, radii)
+    assert [b.parent for b in back.branches] == [b.parent for b in tree.branches]
+    assert back.n_bifurcations == tree.n_bifurcations == 2

@@ -83,7 +83,17 @@ class CenterlineTree:
     def from_curves(cls, curves: Sequence[np.ndarray], radii: Sequence[np.ndarray | None],
                     parents: Sequence[int | None] | None = None, *, voxel_size: float = 1.0,
                     n_bifurcations: int | None = None) -> "CenterlineTree":
-        """Tree from given polylines (e.g. simulated truth or a loaded ``.mrk.json``)."""
+        """Tree from given polylines (e.g. simulated truth or a loaded ``.mrk.json``).
+
+        Without ``parents`` the topology is inferred: a curve whose first point coincides (within
+        1 µm) with the last point of another curve is that curve's child, as in trees written
+        branch by branch from a shared junction point (ours and the simulator's).
+        """
+        if parents is None:
+            firsts = [np.asarray(c, dtype=np.float64).reshape(-1, 3)[0] for c in curves]
+            lasts = [np.asarray(c, dtype=np.float64).reshape(-1, 3)[-1] for c in curves]
+            parents = [next((j for j in range(len(curves)) if j != i and np.linalg.norm(lasts[j] - firsts[i]) < 1e-3),
+                            None) for i in range(len(curves))]
         branches = []
         for i, pts in enumerate(curves):
             p = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
