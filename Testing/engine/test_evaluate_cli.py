@@ -75,9 +75,12 @@ def test_projection_metrics_with_and_without_normalisation(tmp_path):
     ref = rng.random((3, 24, 24)).astype(np.float32)
     write_stack(tmp_path / "ref.nii.gz", ref)
     write_stack(tmp_path / "pred.nii.gz", 2 * ref)
-    res = run_engine("evaluate", tmp_path / "pred.nii.gz", "--reference", tmp_path / "ref.nii.gz",
-                     "--kind", "projections", "--out", tmp_path / "p")
+    job = tmp_path / "job.json"      # the way the Slicer modules call the worker
+    job.write_text(json.dumps({"pred": str(tmp_path / "pred.nii.gz"), "reference": str(tmp_path / "ref.nii.gz"),
+                               "kind": "projections"}))
+    res = run_engine("evaluate", "--job", job, "--out", tmp_path / "p")
     assert res.returncode == 0, res.stderr
+    assert json_events(res.stdout)[-1]["event"] == "result"
     m = json.loads((tmp_path / "p" / "metrics.json").read_text())["projections"]
     assert m["ssim_minmax"] == pytest.approx(1.0) and m["psnr_raw"] < 10 and len(m["per_frame"]["psnr_raw"]) == 3
 
