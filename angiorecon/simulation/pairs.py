@@ -15,7 +15,7 @@ bolus filling state, an effective energy, a dose and a blur, then renders CT and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -189,6 +189,3 @@ class PairGenerator:
         out: dict[str, Any] = {k: np.stack([it[k] for it in items]) for k in ("fill", "mask", "dsa", "vessel_2d")}
         out["meta"] = [it["meta"] for it in items]
         return out
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.cfg)

@@ -314,7 +314,7 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
     curves_written = _write_centerlines(run.tree, run.vessels, g, out, run.info.get("inflow_world"))
     if curves_written:
         add("centerlines", curves_written, "vessel centerlines with per-point Radius")
-    meta = {"config": _config_dict(run.config), "info": run.info, "frame_times_s": times.tolist()}
+    meta = {"config": asdict(run.config), "info": run.info, "frame_times_s": times.tolist()}
     if run.tree is not None:
         meta["tree_node_times"] = node_time_table(run.tree, run.config.bolus)
     (out("truth/simulation.json")).write_text(json.dumps(meta, indent=1, default=_json_default))
@@ -373,10 +373,6 @@ def _write_centerlines(tree: VesselTree | None, vessels: VesselVolume, grid: Vol
     write_markups_curves(out("truth/centerlines.mrk.json"), [b.points for b in ct.branches],
                          [b.radii for b in ct.branches], [f"branch_{i}" for i in range(len(ct.branches))])
     return "truth/centerlines.mrk.json"
-
-
-def _config_dict(cfg: Any) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 def _json_default(obj: Any) -> Any:

@@ -99,10 +99,9 @@ class VesselTree:
         return out
 
     def bifurcations(self) -> list[tuple[int, list[int]]]:
-        """(junction node, [first radius-owning node of each child branch]) for every branching point.
+        """(junction node, [first node of each daughter branch]) for every branching point.
 
-        The parent continues into at most no node (our branches end at their bifurcation), so the
-        children listed are the daughter branches' first nodes.
+        A branch ends at its bifurcation, so the daughters are the only continuations of a junction.
         """
         kids: dict[int, list[int]] = {}
         for k in np.nonzero(self.parent >= 0)[0]:
@@ -217,25 +216,6 @@ class VesselTree:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise BadInput(f"cannot read vessel tree {path}: {exc}") from None
-
-    @staticmethod
-    def merge(trees: Sequence["VesselTree"]) -> "VesselTree":
-        """One forest from several trees (indices shifted; names and meta kept)."""
-        nodes, radii, parent, plen, seg, bpar, names = [], [], [], [], [], [], []
-        n0 = b0 = 0
-        for t in trees:
-            nodes.append(t.nodes)
-            radii.append(t.radii)
-            parent.append(np.where(t.parent >= 0, t.parent + n0, -1))
-            plen.append(t.path_length)
-            seg.append(t.segment + b0)
-            bpar.append(np.where(t.branch_parent >= 0, t.branch_parent + b0, -1))
-            names += list(t.branch_names)
-            n0 += t.n_nodes
-            b0 += t.n_branches
-        return VesselTree(np.concatenate(nodes), np.concatenate(radii), np.concatenate(parent),
-                          np.concatenate(plen), np.concatenate(seg), np.concatenate(bpar), names,
-                          {"merged": [t.meta for t in trees]})
 
 
 def _branch_first_nodes(tree: VesselTree) -> np.ndarray:
