@@ -129,3 +129,16 @@ def test_gamma_variate_and_bolus_timing():
     disp = ContrastModel(VesselVolume(occ, plen, br, grid), BolusParams(dispersion=0.01))
     peaks = disp.peak_concentration_map().ravel()
     assert peaks[0] > peaks[-1] and np.all(np.diff(peaks) <= 0)
+
+
+def test_scatter_lowers_dsa_contrast_as_predicted():
+    p_mask = np.full((64, 64), 3.0)
+    p_iod = np.zeros((64, 64))
+    p_iod[30:34, 30:34] = 0.1                          # a small vessel: scatter barely sees it
+    f = 0.5
+    kw = dict(scatter_fraction=f, scatter_sigma_px=200.0)
+    d = physics.dsa(physics.acquire(p_mask, 1e6, None, **kw), physics.acquire(p_mask + p_iod, 1e6, None, **kw))
+    predicted = np.log((1 + f) / (np.exp(-0.1) + f))   # uniform scatter S = f·I_mask
+    assert d[31, 31] == pytest.approx(predicted, rel=0.01)
+    assert d[31, 31] < 0.7 * 0.1
+    assert d[5, 5] == pytest.approx(0.0, abs=1e-4)

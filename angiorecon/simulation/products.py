@@ -66,6 +66,7 @@ class RotationalConfig:
                                                                    c_peak=40.0, dispersion=0.003))
     truth_times: int = 5                    #: concentration volumes written at this many times
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
+    scatter_fraction: float = 0.0           #: scatter-to-primary ratio of a smooth scatter background
 
     def validate(self) -> None:
         if self.frames < 2 or not 0 < self.arc_deg <= 360:
@@ -221,10 +222,10 @@ def simulate_rotational(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.nd
     iodine *= k_i
     progress(0.86, "detector")
     # raw runs are clamped to ≥ 1 count (a detector never reports ≤ 0), so log(mask) − log(fill) is defined
-    mask_run = np.maximum(physics.acquire(p_mask, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
-                                          correlation_sigma_px=cfg.correlation_sigma_px), 1.0).astype(np.float32)
-    fill_run = np.maximum(physics.acquire(p_mask_fill + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
-                                          correlation_sigma_px=cfg.correlation_sigma_px), 1.0).astype(np.float32)
+    det = {"blur_sigma_px": cfg.blur_sigma_px, "correlation_sigma_px": cfg.correlation_sigma_px,
+           "scatter_fraction": cfg.scatter_fraction, "scatter_sigma_px": max(h, w) / 8}
+    mask_run = np.maximum(physics.acquire(p_mask, cfg.i0, rng, **det), 1.0).astype(np.float32)
+    fill_run = np.maximum(physics.acquire(p_mask_fill + iodine, cfg.i0, rng, **det), 1.0).astype(np.float32)
     dsa = physics.dsa(mask_run, fill_run)
     info.update({"world_shift_from_ct": shift.tolist(), "det_spacing": float(spacing),
                  "patient_motion": motion.tolist(), "iodine_mu_per_mg_ml": k_i,
@@ -408,6 +409,7 @@ class CoronaryConfig:
     vessel_spacing: float = 0.3
     side: str = "both"
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
+    scatter_fraction: float = 0.0           #: scatter-to-primary ratio of a smooth scatter background
 
     def validate(self) -> None:
         if self.views < 1:
@@ -499,7 +501,9 @@ def simulate_coronary(hu: np.ndarray | None = None, grid: VolumeGrid | None = No
     p_bg = forward_project(mu, bgrid, geom)
     thick = forward_project(vessels.occupancy, vgrid, geom)
     iodine = (physics.iodine_mu_per_mg_ml(cfg.energy_kev) * cfg.c_peak * thick).astype(np.float32)
-    counts = physics.acquire(p_bg + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px).astype(np.float32)
+    counts = physics.acquire(p_bg + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
+                             scatter_fraction=cfg.scatter_fraction,
+                             scatter_sigma_px=max(cfg.detector) / 8).astype(np.float32)
     masks_2d = forward_project(vessels.mask().astype(np.float32), vgrid, geom) > 0.5 * cfg.vessel_spacing
     info = {"angles_deg": angles.tolist(), "separation_deg": _separation(geom).tolist(),
             "heart_centre_world": (-centre).tolist(),
