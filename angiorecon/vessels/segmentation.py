@@ -6,12 +6,19 @@ their own intensity scale. Here every level is derived from the volume itself
 
 1. background level and noise from the median and the MAD of all voxels (vessels are a few % of
    the volume, so both describe the background);
-2. a confident-vessel level by Otsu on the voxels that stand out of the noise (``> bg + k·σ``);
-3. hysteresis: everything above the noise level that is connected to a confident voxel;
-4. a *local half-maximum* rule — a voxel stays only if it is at least half of the brightest value
-   within a few voxels. This puts the boundary of every vessel at its own half maximum, so the
-   aorta is not inflated and sub-mm branches (whose peak is lowered by partial volume) survive;
-5. connected components: drop islands smaller than a fraction of the largest component.
+2. a vessel level ``high`` by Otsu on the voxels that stand out of the noise (``> bg + k·σ``);
+   everything above it is vessel;
+3. thin vessels whose peak is lowered by partial volume / reconstruction blur are added back:
+   voxels above ``low = max(bg + k·σ, ½·high)`` that are connected to a vessel voxel (hysteresis)
+   *and* at least half of the brightest value within a few voxels (a local half maximum, so their
+   boundary sits at their own half maximum and streaks beside big vessels are not);
+4. connected components: drop islands smaller than a fraction of the largest component.
+
+Measured on 128³ FDK reconstructions of a simulated tree (``benchmarks/vessels_toolkit.py``):
+at 30 views the hysteresis + local rule *alone* fragments the tree on streaks (Dice 0.72, 7
+components), a global Otsu level gives Dice 0.955 / clDice 0.957, and this union 0.963 / 0.983
+with one component; on a noisy partial-volume phantom it keeps 83 % of a 0.7-voxel-radius branch
+where Otsu keeps 67 %.
 
 Multiplying the volume by any positive constant or adding an offset gives the same mask.
 """
@@ -87,12 +94,13 @@ def robust_background(values: np.ndarray) -> tuple[float, float]:
 
 
 def segment_vessels(volume: np.ndarray, grid: VolumeGrid | None = None, *, method: str = "auto",
-                    level: float | None = None, noise_k: float = 3.0, local_fraction: float = 0.5,
+                    level: float | None = None, noise_k: float = 3.0, low_ratio: float = 0.5,
+                    local_fraction: float = 0.5,
                     local_radius_vox: int = 3, min_component_fraction: float = 0.01,
                     min_component_voxels: int = 27) -> tuple[np.ndarray, dict[str, Any]]:
     """Binary vessel mask ``[z, y, x]`` of a (max-opacification) volume, plus what was done.
 
-    ``method``: ``"auto"`` (noise level → Otsu → hysteresis → local half maximum → islands),
+    ``method``: ``"auto"`` (noise level → Otsu ∪ (hysteresis ∩ local half maximum) → islands),
     ``"otsu"`` (one global Otsu level on the above-noise voxels, then islands),
     ``"level"`` (a user-given ``level``, e.g. the anchors' 0.008 for their protocol; reported),
     ``"mask"`` (input already binary). Binary inputs are always taken as masks.
@@ -142,7 +150,10 @@ def segment_vessels(volume: np.ndarray, grid: VolumeGrid | None = None, *, metho
         mask = v >= high
     else:
         seeds = v >= high
-        strong, _ = label_components(v > low)
+        low = max(low, low_ratio * (high - bg) + bg)
+        info["threshold_low"] = float(low)
+        # face connectivity here: 26-connected low-level regions leak along streaks
+        strong, _ = ndimage.label(v > low)
         seeded = np.unique(strong[seeds])
         seeded = seeded[seeded > 0]
         lut = np.zeros(int(strong.max()) + 1, dtype=bool)
@@ -150,7 +161,7 @@ def segment_vessels(volume: np.ndarray, grid: VolumeGrid | None = None, *, metho
         hyst = lut[strong]
         size = 2 * int(local_radius_vox) + 1
         local_max = ndimage.maximum_filter(v, size=size)
-        mask = hyst & (v - bg >= local_fraction * (local_max - bg))
+        mask = seeds | (hyst & (v - bg >= local_fraction * (local_max - bg)))
         info.update(local_fraction=local_fraction, local_window_voxels=size)
     mask, comp = remove_small_components(mask, min_fraction=min_component_fraction,
                                          min_voxels=min_component_voxels)
