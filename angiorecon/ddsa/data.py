@@ -52,7 +52,9 @@ class PairPool:
 class Augment:
     """Augmentation probabilities and ranges (all stored in the checkpoint config)."""
 
-    iodine: tuple[float, float] = (0.7, 3.0)    #: iodine amount × k: fill += (k−1)·dsa, dsa ×= k (concentration/kV)
+    #: iodine amount × k (log-uniform): fill += (k−1)·dsa, dsa ×= k. The simulator's 6–20 mg/ml is an
+    #: intravenous/CTA level; selective intra-arterial injections (XCA, DSA runs) reach 10× that.
+    iodine: tuple[float, float] = (1.0, 10.0)
     flip: bool = True
     rot90: bool = True
     p_affine: float = 0.7
