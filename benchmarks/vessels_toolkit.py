@@ -9,6 +9,9 @@
 (c) Segmentation of a noisy partial-volume image of the same tree at three intensity scales:
     Dice against the true mask for the adaptive method vs a single global Otsu level (peer).
 (d) ``evaluate_volumes`` end to end on that tree: wall time and the headline metrics.
+(e) Segmentation of FDK reconstructions (128³, 0.6 mm, 133 and 30 views, our projector + FDK) of
+    a simulated tree at 4DRGS-like attenuation (peak 0.02/mm): adaptive vs global Otsu vs the
+    anchors' fixed level 0.008 (which is an oracle here: it is 40 % of the known peak).
 
 Usage: ``python benchmarks/vessels_toolkit.py [--seed N] [--branches N] [--spacing MM]``
 """
@@ -106,6 +109,28 @@ def main() -> None:
           f"CD {res['surface']['cd_sum']:.3f} mm, HD95 {res['surface']['hd95']:.3f} mm, "
           f"anchors CD {res['anchors']['cd']:.3f} / HD95 {res['anchors']['hd95']:.3f} mm, "
           f"completeness {res['centerlines']['completeness']:.3f}")
+
+    from angiorecon.geometry import ConeBeamGeometry
+    from angiorecon.metrics import cldice
+    from angiorecon.operators.fdk import fdk
+    from angiorecon.operators.projector_cpu import forward_project
+
+    t2 = grow_tree(a.seed, params=TreeParams(root_radius=2.0, min_radius=0.5, max_branches=30))
+    lo, hi = t2.bounds()
+    g0 = VolumeGrid.centered((128, 128, 128), 0.6)
+    aff = g0.affine.copy()
+    aff[:3, 3] += (lo + hi) / 2
+    occ = voxelize_tree(t2, VolumeGrid(g0.shape, aff)).occupancy * 0.02
+    truth2 = occ >= 0.01
+    for nv in (133, 30):
+        geo = ConeBeamGeometry.circular(np.linspace(0, 2 * np.pi, nv, endpoint=False), 750, 1200, (200, 200), 1.0)
+        rec = fdk(forward_project(occ, g0, geo), g0, geo)
+        rows = []
+        for name, (mk, _) in (("adaptive", segment_vessels(rec, g0)), ("Otsu", segment_vessels(rec, g0, method="otsu")),
+                              ("level 0.008", segment_vessels(rec, g0, method="level", level=0.008))):
+            rows.append(f"{name} Dice {dice(mk, truth2):.3f} clDice {cldice(mk, truth2)['cldice']:.3f} "
+                        f"CC {segment_vessels(mk, g0)[1]['components']}")
+        print(f"(e) FDK {nv} views: " + " | ".join(rows))
 
 
 if __name__ == "__main__":
