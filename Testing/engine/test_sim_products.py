@@ -91,8 +91,11 @@ def test_patient_motion_leaves_residuals():
 
 
 def test_coronary_views_geometry_and_masks():
-    cfg = CoronaryConfig(views=2, detector=(96, 96), pixel_spacing=(1.0, 1.2), vessel_spacing=0.5)
+    cfg = CoronaryConfig(views=2, detector=(96, 96), pixel_spacing=(1.0, 1.2), vessel_spacing=0.5, stenoses=1)
     v = simulate_coronary(config=cfg, seed=5)
+    (les,) = v.info["lesions"]
+    k = les["node"]
+    np.testing.assert_allclose(v.tree.nodes[k], les["position"], atol=1e-9)   # truth in the product's frame
     sep = v.info["separation_deg"][0][1]
     assert 30.0 <= sep <= 90.0
     assert v.masks_2d.shape == (2, 96, 96) and v.masks_2d.any(axis=(1, 2)).all()

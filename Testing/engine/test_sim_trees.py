@@ -199,3 +199,22 @@ def test_aorta_sized_root_and_centerline_export(tmp_path):
     assert len(pts) == len(polys) and names[0] == t.branch_names[0]
     np.testing.assert_allclose(pts[1], t.nodes[polys[1]], atol=1e-6)
     np.testing.assert_allclose(radii[1], t.radii[polys[1]], atol=1e-6)
+
+
+def test_lesions_stenosis_and_aneurysm():
+    from angiorecon.simulation.trees import add_lesions
+
+    t = grow_coronary_tree(3)
+    t2, lesions = add_lesions(t, 1, stenoses=2, aneurysms=1)
+    kinds = [les["kind"] for les in lesions]
+    assert kinds.count("stenosis") == 2 and kinds.count("aneurysm") == 1
+    np.testing.assert_allclose(t2.murray_residuals(), 0.0, atol=1e-9)      # junction calibres untouched
+    for les in lesions:
+        if les["kind"] == "stenosis":
+            k = les["node"]
+            assert t2.radii[k] == pytest.approx(t.radii[k] * (1 - les["diameter_reduction"]))
+        else:
+            sac = t2.segment == les["sac_branch"]
+            assert t2.radii[sac].max() == pytest.approx(les["sac_radius_mm"])
+            assert t2.branch_names[les["sac_branch"]].startswith("aneurysm")
+    assert t2.clearance() > 0

@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="rotational: per-branch log-normal spread of bolus width and height (e.g. 0.2)")
     acq.add_argument("--dicom-display", choices=("raw", "log"), default="raw",
                      help="DICOM pixels: raw detector counts (LIN) or a vendor-like 12-bit log display (LOG)")
+    acq.add_argument("--stenoses", type=int, default=0, help="stenoses (30–70%% diameter reduction) on synthetic trees")
+    acq.add_argument("--aneurysms", type=int, default=0, help="saccular aneurysms on synthetic trees")
     acq.add_argument("--views", type=int, default=2, help="two-view: number of views")
     acq.add_argument("--side", choices=("left", "right", "both"), default="both", help="two-view: coronary tree")
     acq.add_argument("--count", type=int, default=16, help="pairs: number of pairs")
@@ -79,7 +81,8 @@ def job_from_args(a: argparse.Namespace) -> dict[str, Any]:
             "sad": a.sad, "sid": a.sid, "energy_kev": a.energy, "i0": a.i0, "blur_sigma_px": a.blur,
             "motion_deg": a.motion_deg, "motion_mm": a.motion_mm, "c_peak": a.c_peak, "velocity": a.velocity,
             "late_fraction": a.late_fraction, "branch_variability": a.branch_variability,
-            "dicom_display": a.dicom_display, "scatter": a.scatter,
+            "dicom_display": a.dicom_display, "scatter": a.scatter, "stenoses": a.stenoses,
+            "aneurysms": a.aneurysms,
             "views": a.views, "side": a.side, "count": a.count, "dicom": not a.no_dicom, "seed": a.seed}
 
 
@@ -150,7 +153,8 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
                            blur_sigma_px=float(0.5 if job.get("blur_sigma_px") is None else job["blur_sigma_px"]),
                            motion_deg=float(job.get("motion_deg", 0.0)), motion_mm=float(job.get("motion_mm", 0.0)),
                            bolus=bolus, dicom_display=str(job.get("dicom_display") or "raw"),
-                           scatter_fraction=float(job.get("scatter") or 0.0))
+                           scatter_fraction=float(job.get("scatter") or 0.0),
+                           stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0))
     source = job.get("vessel_source") or ("real" if masks else "synthetic")
     sim = ctx.reporter.stage("simulate", 0.02, 0.7)
     with ctx.timed("simulate"):
@@ -215,7 +219,8 @@ def _two_view(job: dict[str, Any], ctx: TaskContext, hu, grid, seed: int) -> Non
                          blur_sigma_px=float(0.7 if job.get("blur_sigma_px") is None else job["blur_sigma_px"]),
                          c_peak=float(job.get("c_peak") or 150.0), side=str(job.get("side", "both")),
                          dicom_display=str(job.get("dicom_display") or "raw"),
-                         scatter_fraction=float(job.get("scatter") or 0.0))
+                         scatter_fraction=float(job.get("scatter") or 0.0),
+                         stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0))
     sim = ctx.reporter.stage("simulate", 0.02, 0.6)
     with ctx.timed("simulate"):
         views = simulate_coronary(hu, grid, config=cfg, seed=seed, progress=lambda f, m: sim(f, m))

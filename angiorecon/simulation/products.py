@@ -26,7 +26,7 @@ from ..errors import BadInput, check_memory
 from ..geometry import ConeBeamGeometry, VolumeGrid
 from . import physics
 from .contrast import BolusParams, ContrastModel, node_times
-from .trees import HeartModel, Region, TreeGrower, TreeParams, VesselTree, _unit, grow_coronary_tree
+from .trees import HeartModel, Region, TreeGrower, TreeParams, VesselTree, _unit, add_lesions, grow_coronary_tree
 from .voxelize import VesselVolume, mask_volume, tree_grid, tree_mesh, voxelize_tree
 
 Progress = Callable[[float, str], None]
@@ -67,6 +67,8 @@ class RotationalConfig:
     truth_times: int = 5                    #: concentration volumes written at this many times
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
     scatter_fraction: float = 0.0           #: scatter-to-primary ratio of a smooth scatter background
+    stenoses: int = 0                       #: stenoses on the synthetic tree (if any)
+    aneurysms: int = 0                      #: saccular aneurysms on the synthetic tree (if any)
 
     def validate(self) -> None:
         if self.frames < 2 or not 0 < self.arc_deg <= 360:
@@ -97,7 +99,7 @@ class RotationalRun:
 
 
 def _vessels_on_grid(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.ndarray] | None, source: str,
-                     rng: np.random.Generator, tree_params: TreeParams | None
+                     rng: np.random.Generator, tree_params: TreeParams | None, lesions: tuple[int, int] = (0, 0)
                      ) -> tuple[VesselVolume, VesselTree | None, np.ndarray, dict[str, Any]]:
     """Iodine-fillable vessels on the CT grid, the tree (if synthetic) and the native (mask-run) HU."""
     info: dict[str, Any] = {"vessel_source": source}
@@ -148,6 +150,9 @@ def _vessels_on_grid(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.ndarr
             if tree.n_branches >= min(10, params.max_branches):
                 break
         tree, s0 = best_tree, best_s0
+        if any(lesions):
+            tree, info["lesions"] = add_lesions(tree, rng, stenoses=lesions[0], aneurysms=lesions[1],
+                                                min_vessel_radius=1.5 * float(grid.spacing.min()))
         tree.path_length += s0
         synth = voxelize_tree(tree, grid, supersampling=3)
         info["tree"] = {"n_branches": tree.n_branches, "n_nodes": tree.n_nodes,
@@ -161,6 +166,8 @@ def _vessels_on_grid(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.ndarr
                                 np.where(take, synth.branch + 1, real.branch), grid)
     if real is None:
         raise BadInput(f"unknown vessel source {source!r}; use real, synthetic or both")
+    if any(lesions) and tree is None:
+        raise BadInput("stenoses/aneurysms are placed on a synthetic tree: use vessel source synthetic or both")
     return real, tree, native, info
 
 
@@ -183,7 +190,8 @@ def simulate_rotational(hu: np.ndarray, grid: VolumeGrid, masks: dict[str, np.nd
         for name, m in masks.items():
             if np.shape(m) != grid.shape:
                 raise BadInput(f"vessel mask {name!r} shape {np.shape(m)} does not match the CT {grid.shape}")
-    vessels, tree, native, info = _vessels_on_grid(hu, cgrid, masks, vessel_source, rng, tree_params)
+    vessels, tree, native, info = _vessels_on_grid(hu, cgrid, masks, vessel_source, rng, tree_params,
+                                                   (cfg.stenoses, cfg.aneurysms))
     contrast = ContrastModel(vessels, cfg.bolus, rng=rng)
     n = cfg.frames
     h, w = cfg.detector
@@ -410,6 +418,8 @@ class CoronaryConfig:
     side: str = "both"
     dicom_display: str = "raw"              #: DICOM pixels: "raw" counts (LIN) or vendor-like "log" display
     scatter_fraction: float = 0.0           #: scatter-to-primary ratio of a smooth scatter background
+    stenoses: int = 0                       #: number of stenoses (30–70 % diameter reduction) on the tree
+    aneurysms: int = 0                      #: number of saccular aneurysms on the tree
 
     def validate(self) -> None:
         if self.views < 1:
@@ -465,11 +475,17 @@ def simulate_coronary(hu: np.ndarray | None = None, grid: VolumeGrid | None = No
     heart = heart or HeartModel()
     progress(0.05, "coronary tree")
     tree = grow_coronary_tree(rng, heart=heart, side=cfg.side)
+    lesions: list[dict[str, Any]] = []
+    if cfg.stenoses or cfg.aneurysms:
+        tree, lesions = add_lesions(tree, rng, stenoses=cfg.stenoses, aneurysms=cfg.aneurysms)
     lo, hi = tree.bounds()
     centre = (lo + hi) / 2
     shift = np.eye(4)
     shift[:3, 3] = -centre          # isocentre on the middle of the coronary tree, as a clinician centres it
     tree = tree.transformed(shift)
+    lesions = _shift_lesions(lesions, -centre)
+    if lesions:
+        tree.meta["lesions"] = lesions
     vgrid = tree_grid(tree, cfg.vessel_spacing)
     progress(0.2, "voxelise")
     vessels = voxelize_tree(tree, vgrid, supersampling=3)
@@ -507,8 +523,14 @@ def simulate_coronary(hu: np.ndarray | None = None, grid: VolumeGrid | None = No
     masks_2d = forward_project(vessels.mask().astype(np.float32), vgrid, geom) > 0.5 * cfg.vessel_spacing
     info = {"angles_deg": angles.tolist(), "separation_deg": _separation(geom).tolist(),
             "heart_centre_world": (-centre).tolist(),
+            "lesions": lesions,
             "heart": tree.meta.get("heart"), "background": "ct" if hu is not None else "chest-ellipse"}
     return CoronaryViews(geom, counts, iodine, masks_2d, tree, vessels, cfg, info)
+
+
+def _shift_lesions(lesions: list[dict[str, Any]], shift: np.ndarray) -> list[dict[str, Any]]:
+    """Lesion positions in the product's world frame (the tree was moved by ``shift``)."""
+    return [dict(les, position=(np.asarray(les["position"]) + shift).tolist()) for les in lesions]
 
 
 def _separation(geom: ConeBeamGeometry) -> np.ndarray:

@@ -789,3 +789,78 @@ def grow_coronary_tree(rng: np.random.Generator | int, *, heart: HeartModel | No
                                                       "apex_dir": np.asarray(heart.apex_dir).tolist(),
                                                       "semi_axes": list(heart.semi_axes)}})
     return forest
+
+
+# ============================================================================ pathology
+def add_lesions(tree: VesselTree, rng: np.random.Generator | int, *, stenoses: int = 0, aneurysms: int = 0,
+                severity: tuple[float, float] = (0.3, 0.7), stenosis_length: tuple[float, float] = (4.0, 12.0),
+                aneurysm_radius: tuple[float, float] = (1.5, 4.0), min_vessel_radius: float = 1.0
+                ) -> tuple[VesselTree, list[dict[str, Any]]]:
+    """The tree with stenoses (smooth local narrowings) and saccular aneurysms, plus their truth.
+
+    A stenosis multiplies a branch's radii by ``1 − s·exp(−½(Δs/σ)²)`` around a point at path length
+    ``s0`` (``s`` = diameter reduction drawn in ``severity``, FWHM drawn in ``stenosis_length``,
+    truncated at ±3σ), placed ≥ 3σ from both branch ends so the calibres at junctions (Murray's law)
+    are untouched. An aneurysm
+    is a sac of radius 1–2 × the vessel radius (clipped to ``aneurysm_radius``) on the side of a
+    vessel: a one-edge daughter branch from the wall to the sac centre. Only vessels with radius
+    ≥ ``min_vessel_radius`` are affected. Returns (new tree, lesions with kind, branch, node,
+    position and size).
+    """
+    rng = np.random.default_rng(rng)
+    radii = tree.radii.copy()
+    lesions: list[dict[str, Any]] = []
+    k_all = np.arange(tree.n_nodes)
+    same_parent = (tree.parent >= 0) & (tree.segment[np.maximum(tree.parent, 0)] == tree.segment)
+    has_same_child = np.zeros(tree.n_nodes, bool)
+    has_same_child[tree.parent[same_parent]] = True
+    interior = k_all[same_parent & has_same_child & (tree.radii >= min_vessel_radius)]
+    if (stenoses or aneurysms) and interior.size == 0:
+        raise BadInput(f"no vessel of radius ≥ {min_vessel_radius:g} mm to place lesions on")
+    s_lo = np.full(tree.n_branches, np.inf)
+    s_hi = np.full(tree.n_branches, -np.inf)
+    np.minimum.at(s_lo, tree.segment, tree.path_length)
+    np.maximum.at(s_hi, tree.segment, tree.path_length)
+    placed = 0
+    for _ in range(50 * max(stenoses, 1)):
+        if placed >= stenoses:
+            break
+        k = int(rng.choice(interior))
+        sigma = float(rng.uniform(*stenosis_length)) / 2.355
+        b = tree.segment[k]
+        if tree.path_length[k] - 3 * sigma < s_lo[b] or tree.path_length[k] + 3 * sigma > s_hi[b]:
+            continue
+        s_red = float(rng.uniform(*severity))
+        z = (tree.path_length - tree.path_length[k]) / sigma
+        prof = np.where(np.abs(z) < 3.0, 1.0 - s_red * np.exp(-0.5 * z ** 2), 1.0)  # truncated at ±3σ
+        radii = np.where(tree.segment == b, radii * prof, radii)
+        lesions.append({"kind": "stenosis", "branch": int(b), "node": k, "position": tree.nodes[k].tolist(),
+                        "diameter_reduction": s_red, "length_mm": 2.355 * sigma,
+                        "reference_radius_mm": float(tree.radii[k])})
+        placed += 1
+    nodes, par, plen, seg = [tree.nodes], [tree.parent], [tree.path_length], [tree.segment]
+    rad = [radii]
+    bpar, names = list(tree.branch_parent), list(tree.branch_names)
+    n_total = tree.n_nodes
+    for i in range(aneurysms):
+        k = int(rng.choice(interior))
+        t = _unit(tree.nodes[k] - tree.nodes[tree.parent[k]])
+        side = _rotate(_perp(t), t, float(rng.uniform(0, 2 * np.pi)))
+        r_sac = float(np.clip(rng.uniform(1.0, 2.0) * radii[k], *aneurysm_radius))
+        neck = tree.nodes[k] + 0.5 * radii[k] * side
+        centre = tree.nodes[k] + (radii[k] + 0.6 * r_sac) * side
+        b = len(bpar)
+        nodes.append(np.stack([neck, centre]))
+        rad.append(np.array([min(r_sac, radii[k]), r_sac]))
+        par.append(np.array([k, n_total]))
+        s0 = tree.path_length[k] + 0.5 * radii[k]
+        plen.append(np.array([s0, s0 + float(np.linalg.norm(centre - neck))]))
+        seg.append(np.array([b, b]))
+        bpar.append(int(tree.segment[k]))
+        names.append(f"aneurysm_{i}")
+        lesions.append({"kind": "aneurysm", "branch": int(tree.segment[k]), "node": k, "position": centre.tolist(),
+                        "sac_radius_mm": r_sac, "sac_branch": b})
+        n_total += 2
+    out = VesselTree(np.concatenate(nodes), np.concatenate(rad), np.concatenate(par), np.concatenate(plen),
+                     np.concatenate(seg), np.asarray(bpar), names, dict(tree.meta, lesions=lesions))
+    return out, lesions
