@@ -114,6 +114,15 @@ def test_coronary_views_geometry_and_masks():
 
 
 
+def test_coronary_heart_motion_moves_vessels_not_nominal_geometry():
+    base = dict(views=2, detector=(64, 64), pixel_spacing=(1.0, 1.0), vessel_spacing=0.6)
+    still = simulate_coronary(config=CoronaryConfig(**base), seed=9)
+    moved = simulate_coronary(config=CoronaryConfig(**base, motion_mm=6.0), seed=9)
+    np.testing.assert_allclose(moved.geometry.source, still.geometry.source)      # nominal geometry kept
+    assert not np.array_equal(moved.masks_2d, still.masks_2d)                      # vessels shifted in the images
+    assert len(moved.info["heart_motion_per_view"]) == 2
+
+
 def test_coronary_dicom_views_read_back(tmp_path):
     from angiorecon.formats.dicom_xa import read_xa
     from angiorecon.simulation.products import write_coronary

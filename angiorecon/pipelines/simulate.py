@@ -53,8 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     acq.add_argument("--blur", type=float, default=None, help="detector blur sigma, pixels")
     acq.add_argument("--scatter", type=float, default=0.0,
                      help="scatter-to-primary ratio of a smooth scatter background (0 = none; e.g. 0.3)")
-    acq.add_argument("--motion-deg", type=float, default=0.0, help="rotational: max patient rotation mask→fill")
-    acq.add_argument("--motion-mm", type=float, default=0.0, help="rotational: max patient shift mask→fill")
+    acq.add_argument("--motion-deg", type=float, default=0.0,
+                     help="max rigid rotation: rotational — patient between mask and fill runs; two-view — heart per view")
+    acq.add_argument("--motion-mm", type=float, default=0.0,
+                     help="max rigid shift: rotational — patient between mask and fill runs; two-view — heart per view")
     acq.add_argument("--c-peak", type=float, default=None,
                      help="peak iodine concentration in the arteries, mg/ml (default: rotational 40 — aortic "
                           "flush; two-view 150 — selective coronary injection)")
@@ -154,7 +156,8 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
                            motion_deg=float(job.get("motion_deg", 0.0)), motion_mm=float(job.get("motion_mm", 0.0)),
                            bolus=bolus, dicom_display=str(job.get("dicom_display") or "raw"),
                            scatter_fraction=float(job.get("scatter") or 0.0),
-                           stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0))
+                           stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0),
+                         motion_mm=float(job.get("motion_mm") or 0.0), motion_deg=float(job.get("motion_deg") or 0.0))
     source = job.get("vessel_source") or ("real" if masks else "synthetic")
     sim = ctx.reporter.stage("simulate", 0.02, 0.7)
     with ctx.timed("simulate"):
@@ -220,7 +223,8 @@ def _two_view(job: dict[str, Any], ctx: TaskContext, hu, grid, seed: int) -> Non
                          c_peak=float(job.get("c_peak") or 150.0), side=str(job.get("side", "both")),
                          dicom_display=str(job.get("dicom_display") or "raw"),
                          scatter_fraction=float(job.get("scatter") or 0.0),
-                         stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0))
+                         stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0),
+                         motion_mm=float(job.get("motion_mm") or 0.0), motion_deg=float(job.get("motion_deg") or 0.0))
     sim = ctx.reporter.stage("simulate", 0.02, 0.6)
     with ctx.timed("simulate"):
         views = simulate_coronary(hu, grid, config=cfg, seed=seed, progress=lambda f, m: sim(f, m))

@@ -420,6 +420,8 @@ class CoronaryConfig:
     scatter_fraction: float = 0.0           #: scatter-to-primary ratio of a smooth scatter background
     stenoses: int = 0                       #: number of stenoses (30–70 % diameter reduction) on the tree
     aneurysms: int = 0                      #: number of saccular aneurysms on the tree
+    motion_mm: float = 0.0                  #: max heart shift per view (non-simultaneous views, cardiac/breathing)
+    motion_deg: float = 0.0                 #: max heart rotation per view
 
     def validate(self) -> None:
         if self.views < 1:
@@ -515,15 +517,22 @@ def simulate_coronary(hu: np.ndarray | None = None, grid: VolumeGrid | None = No
         mu = physics.hu_to_mu(hu, cfg.energy_kev)
     progress(0.4, "project")
     p_bg = forward_project(mu, bgrid, geom)
-    thick = forward_project(vessels.occupancy, vgrid, geom)
+    # the heart moves between non-simultaneous views while the spine does not: each view sees the
+    # vessels through its own moved geometry; the files keep the nominal (scanner) geometry
+    motions = [physics.random_motion(rng, cfg.motion_deg, cfg.motion_mm) if cfg.motion_mm or cfg.motion_deg
+               else np.eye(4) for _ in range(cfg.views)]
+    seen = [physics.move_patient(geom.subset([v]), motions[v]) for v in range(cfg.views)]
+    vgeom = ConeBeamGeometry(np.vstack([g.source for g in seen]), np.vstack([g.det_center for g in seen]),
+                             np.vstack([g.det_u for g in seen]), np.vstack([g.det_v for g in seen]), cfg.detector)
+    thick = forward_project(vessels.occupancy, vgrid, vgeom)
     iodine = (physics.iodine_mu_per_mg_ml(cfg.energy_kev) * cfg.c_peak * thick).astype(np.float32)
     counts = physics.acquire(p_bg + iodine, cfg.i0, rng, blur_sigma_px=cfg.blur_sigma_px,
                              scatter_fraction=cfg.scatter_fraction,
                              scatter_sigma_px=max(cfg.detector) / 8).astype(np.float32)
-    masks_2d = forward_project(vessels.mask().astype(np.float32), vgrid, geom) > 0.5 * cfg.vessel_spacing
+    masks_2d = forward_project(vessels.mask().astype(np.float32), vgrid, vgeom) > 0.5 * cfg.vessel_spacing
     info = {"angles_deg": angles.tolist(), "separation_deg": _separation(geom).tolist(),
             "heart_centre_world": (-centre).tolist(),
-            "lesions": lesions,
+            "lesions": lesions, "heart_motion_per_view": [m.tolist() for m in motions],
             "heart": tree.meta.get("heart"), "background": "ct" if hu is not None else "chest-ellipse"}
     return CoronaryViews(geom, counts, iodine, masks_2d, tree, vessels, cfg, info)
 
