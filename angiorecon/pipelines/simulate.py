@@ -156,8 +156,7 @@ def _rotational(job: dict[str, Any], ctx: TaskContext, hu, grid, masks, seed: in
                            motion_deg=float(job.get("motion_deg", 0.0)), motion_mm=float(job.get("motion_mm", 0.0)),
                            bolus=bolus, dicom_display=str(job.get("dicom_display") or "raw"),
                            scatter_fraction=float(job.get("scatter") or 0.0),
-                           stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0),
-                         motion_mm=float(job.get("motion_mm") or 0.0), motion_deg=float(job.get("motion_deg") or 0.0))
+                           stenoses=int(job.get("stenoses") or 0), aneurysms=int(job.get("aneurysms") or 0))
     source = job.get("vessel_source") or ("real" if masks else "synthetic")
     sim = ctx.reporter.stage("simulate", 0.02, 0.7)
     with ctx.timed("simulate"):
