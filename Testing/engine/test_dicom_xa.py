@@ -333,7 +333,7 @@ print(json.dumps({"dims": image.GetDimensions(), "spacing": image.GetSpacing(), 
 def test_slicer_gdcm_reader_sees_frames_spacing_and_frame_time(tmp_path):
     """Slicer's sequence plugin reads XA through GDCM: spacing = Imager Pixel Spacing, z = Frame Time (ms).
 
-    Runs in a child process: slicer-core's package path scan would otherwise pick up ``Testing/slicer``.
+    Runs in a child process, so the slicer-core import stays out of this test session.
     """
     import importlib.util
     import json
