@@ -169,7 +169,7 @@ def test_simulate_cli_rotational_writes_dataset_and_truth(tmp_path):
     from angiorecon.formats.volume import read_stack
     from angiorecon.geometry import ConeBeamGeometry
 
-    xa = read_xa(out / "dicom" / "mask_run.dcm")
+    xa = read_xa(out / "dicom" / "mask.dcm")
     geom = ConeBeamGeometry.load_json(out / "dataset" / "geometry.json")
     np.testing.assert_allclose(ds.geometry.source, geom.source, atol=1e-6)
     pts = np.array([[10.0, -20.0, 30.0], [-40.0, 5.0, -10.0]])
@@ -178,6 +178,11 @@ def test_simulate_cli_rotational_writes_dataset_and_truth(tmp_path):
     np.testing.assert_allclose(b[..., 1], a[..., 1], atol=1e-3)
     mask_run = read_stack(out / "dataset" / "mask_run.nii.gz")
     np.testing.assert_allclose(xa.frames[:, :, ::-1], mask_run, rtol=1e-3, atol=1.0)
+    # the DICOM folder is one study whose mask/fill pair gives the dataset's DSA signal
+    from angiorecon.formats.xa_study import load_study, select_dsa
+
+    sig = select_dsa(load_study([out / "dicom"]).runs)
+    np.testing.assert_allclose(sig.line_integrals[:, :, ::-1], ds.projections, atol=2e-3)
 
 
 def test_simulate_cli_rejects_bad_input(tmp_path):

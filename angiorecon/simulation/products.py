@@ -337,15 +337,14 @@ def write_rotational(run: RotationalRun, out: Callable[[str], Path], *, dicom: b
         add("mesh", "truth/vessel_tree_mesh_fine.vtp", "synthetic tree surface from a fine voxelisation (all calibres)")
     if dicom:
         progress(0.7, "DICOM")
-        from ..formats.dicom_xa import write_xa_geometry
+        from ..formats.xa_study import write_xa_study
 
-        kw = _dicom_pixels_kwargs(run.config.dicom_display)
-        write_xa_geometry(out("dicom/mask_run.dcm"), _dicom_pixels(run.mask_run, run.config), run.geometry,
-                          series_number=1, series_description="synthetic rotational mask run", **kw)
-        write_xa_geometry(out("dicom/fill_run.dcm"), _dicom_pixels(run.fill_run, run.config), run.geometry,
-                          series_number=2, series_description="synthetic rotational fill run", **kw)
-        add("dicom", "dicom/mask_run.dcm", "mask run as legacy multi-frame DICOM XA (per-frame angles)")
-        add("dicom", "dicom/fill_run.dcm", "fill run as legacy multi-frame DICOM XA (per-frame angles)")
+        # one study, mask and fill runs as two series (the pair that load_study/select_dsa recognise)
+        write_xa_study(out("dicom/mask.dcm").parent, run.geometry, mask=_dicom_pixels(run.mask_run, run.config),
+                       fill=_dicom_pixels(run.fill_run, run.config), description="angiorecon synthetic rotational",
+                       **_dicom_pixels_kwargs(run.config.dicom_display))
+        add("dicom", "dicom/mask.dcm", "mask run as legacy multi-frame DICOM XA (per-frame angles)")
+        add("dicom", "dicom/fill.dcm", "fill run as legacy multi-frame DICOM XA (same study)")
     idx = np.linspace(0, n - 1, 8).round().astype(int)
     _preview(run.dsa, idx, [f"#{i} t={times[i]:.1f}s" for i in idx], out("preview/dsa_frames.png"),
              "simulated DSA: frames across the rotation (bolus filling over time)")
