@@ -341,7 +341,7 @@ class Trainer:
                 rec.update(self.validate(val_frames))
                 self.history.append({k: float(v) for k, v in rec.items()})
                 if log and self.info.is_main:
-                    log(f"step {self.step}: train L1 {rec['loss']:.4f} PSNR {rec['psnr']:.1f} dB | "
+                    log(f"step {self.step}: train {cfg.loss.upper()} {rec['loss']:.4f} PSNR {rec['psnr']:.1f} dB | "
                         f"val L1 {rec['val_l1']:.4f} PSNR {rec['val_psnr']:.2f} dB r {rec['val_r']:.3f}")
                 if out_dir is not None and rec["val_psnr"] > best:
                     best = rec["val_psnr"]
