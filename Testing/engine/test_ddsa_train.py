@@ -25,7 +25,7 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 
 def test_a_few_cpu_steps_reduce_the_loss():
     torch.set_num_threads(1)
-    trainer = Trainer(TrainConfig(steps=40, lr=3e-3, **TINY), tube_source(48))
+    trainer = Trainer(TrainConfig(steps=40, lr=3e-3, augment={"iodine": (1.0, 1.0)}, **TINY), tube_source(48))
     val = full_frame_pairs(tube_source(48), 4, seed=9)
     before = trainer.validate(val)["val_l1"]
     losses = [r["loss"] for r in trainer.fit()]
