@@ -1,7 +1,8 @@
 """Pair sources backed by the simulation engine (:class:`angiorecon.simulation.pairs.PairGenerator`).
 
 A CT is named either by a path (NIfTI/NRRD/MHA in HU, optionally ``PATH::VESSEL_MASK`` for its real
-contrast-filled vessels) or by a sample name of :mod:`angiorecon.data` (e.g. ``aorta_cta``). The
+contrast-filled vessels) or by a sample name of :mod:`angiorecon.data` (e.g. ``aorta_cta``, used with
+synthetic trees only). The
 simulator renders CT + synthetic (or real) vessels through one cone-beam pose with fresh noise;
 ``fill`` (noisy line integrals) is the network input and ``dsa`` (ideal iodine line integral) the target.
 """
@@ -18,7 +19,11 @@ from .data import PairPool
 
 
 def load_ct(spec: str) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    """(HU array, VolumeGrid, vessel mask or None) for a path (``CT[::MASK]``) or a sample CT name."""
+    """(HU array, VolumeGrid, vessel mask or None) for a path (``CT[::MASK]``) or a sample CT name.
+
+    A mask makes the simulator use the CT's real vessels for part of the samples; without one every
+    sample gets a freshly grown synthetic tree.
+    """
     from ..formats.volume import read_volume
 
     ct_path, _, mask_path = spec.partition("::")
@@ -30,27 +35,11 @@ def load_ct(spec: str) -> tuple[np.ndarray, Any, np.ndarray | None]:
             if mask.shape != ct.shape:
                 raise BadInput(f"vessel mask {mask_path} shape {mask.shape} differs from CT {ct.shape}")
         return ct.astype(np.float32), grid, mask
-    try:
-        from .. import data as samples
-    except ImportError:
-        raise BadInput(f"CT {spec!r} is not a file and no sample-data package is installed") from None
-    try:
-        sample = samples.load_sample_ct(spec)
-    except (KeyError, ValueError) as exc:
-        raise BadInput(f"unknown sample CT {spec!r}: {exc}") from None
-    return _unpack_sample(sample)
+    from ..data import load_sample_ct
 
-
-def _unpack_sample(sample: Any) -> tuple[np.ndarray, Any, np.ndarray | None]:
-    if isinstance(sample, dict):
-        return np.asarray(sample["ct"], np.float32), sample["grid"], sample.get("vessel_mask")
-    if isinstance(sample, tuple):
-        ct, grid, *rest = sample
-        return np.asarray(ct, np.float32), grid, (rest[0] if rest else None)
-    ct = getattr(sample, "ct", None)
-    if ct is None:
-        ct = getattr(sample, "hu")
-    return np.asarray(ct, np.float32), sample.grid, getattr(sample, "vessel_mask", None)
+    hu, grid, _masks = load_sample_ct(spec)  # unknown names raise BadInput listing the samples
+    # sample CTs: synthetic trees only (the CTA's own enhanced vessels stay in the background)
+    return hu, grid, None
 
 
 def simulated_pairs(spec: str, n: int, *, seed: int, detector: tuple[int, int] = (256, 256),

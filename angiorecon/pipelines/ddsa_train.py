@@ -57,8 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     n.add_argument("--down-mode", choices=("maxpool", "conv"))
     n.add_argument("--dropout", type=float)
     d = p.add_argument_group("data")
-    d.add_argument("--train-ct", default="aorta_cta", help="sample CT for training pairs (angiorecon.data)")
-    d.add_argument("--val-ct", default="pulmonary_cta", help="different sample CT for validation")
+    d.add_argument("--train-ct", default="aorta_cta",
+                   help="CT for training pairs: a sample name (angiorecon.data) or a HU volume path [::VESSEL_MASK]")
+    d.add_argument("--val-ct", required=True,
+                   help="a different CT (name or path[::MASK]) for validation on held-out anatomy")
     d.add_argument("--pool", type=int, default=256, help="simulated training frames (then augmented crops)")
     d.add_argument("--val-frames", type=int, default=16)
     d.add_argument("--detector", type=int, default=256, help="simulated detector size (square, pixels)")
@@ -100,6 +102,8 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     except TypeError as exc:
         raise BadInput(f"ddsa-train job: {exc}") from None
     data = dict(job.get("data", {}))
+    if not data.get("val_ct"):
+        raise BadInput("ddsa-train needs a validation CT (--val-ct) different from the training CT")
     if data.get("train_ct") == data.get("val_ct"):
         raise BadInput("--val-ct must differ from --train-ct (validation is on a held-out CT)")
     info = init_distributed(ctx.device)
@@ -109,7 +113,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         pool = simulated_pool(data.get("train_ct", "aorta_cta"), int(data.get("pool", 256)),
                               seed=cfg.seed + 7919 * info.rank, detector=detector,
                               progress=lambda f, m: ctx.progress(0.15 * f, "simulate", m))
-        val_source = simulated_pool(data.get("val_ct", "pulmonary_cta"), int(data.get("val_frames", 16)),
+        val_source = simulated_pool(data["val_ct"], int(data.get("val_frames", 16)),
                                     seed=10_000 + cfg.seed, detector=detector,
                                     progress=lambda f, m: ctx.progress(0.15 + 0.05 * f, "simulate", f"validation {m}"))
     val_frames = full_frame_pairs(val_source, len(val_source), seed=cfg.seed) if info.is_main else None
