@@ -41,7 +41,7 @@ class DeepDSA:
     domain: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
-    tile: int = 256
+    tile: int = 512
     overlap: int = 32
     batch: int = 8
 

@@ -24,7 +24,7 @@ HELP = "deep DSA: extract vessel images from angiography frames without a mask r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="PNG/TIFF/JPEG frames, DICOM XA/RF files, NIfTI/NRRD/MHA stacks or folders")
     p.add_argument("--model", help="deep-DSA checkpoint or weights (default: the model shipped in the package)")
-    p.add_argument("--tile", type=int, default=256, help="tile size for large frames (pixels)")
+    p.add_argument("--tile", type=int, default=512, help="frames larger than this are cut into overlapping tiles")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap, blended linearly")
     p.add_argument("--batch", type=int, default=8, help="tiles per network call")
 
@@ -41,7 +41,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     inputs = list(iter_inputs(job.get("inputs") or []))
     if not inputs:
         raise BadInput("ddsa needs at least one input file")
-    tile, overlap = int(job.get("tile", 256)), int(job.get("overlap", 32))
+    tile, overlap = int(job.get("tile", 512)), int(job.get("overlap", 32))
     if tile < 16 or not 0 <= overlap < tile // 2:
         raise BadInput(f"--tile must be >= 16 and 0 <= --overlap < tile/2 (got {tile}, {overlap})")
     ctx.progress(0.0, "load", "model")
