@@ -61,6 +61,13 @@ class HashGrid(nn.Module):
         corners = torch.tensor([[(c >> d) & 1 for d in range(cfg.n_dims)] for c in range(2 ** cfg.n_dims)])
         self.register_buffer("_corners", corners, persistent=False)
         self.register_buffer("_primes", torch.tensor(_PRIMES[: cfg.n_dims], dtype=torch.long), persistent=False)
+        res = cfg.resolutions()
+        self.register_buffer("_res", torch.tensor(res, dtype=torch.long), persistent=False)
+        self.register_buffer("_sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
+        self.register_buffer("_is_dense", torch.tensor([(r + 1) ** cfg.n_dims <= n for r, n in zip(res, sizes)]),
+                             persistent=False)
+        self.register_buffer("_strides", torch.tensor([[(r + 1) ** d for d in range(cfg.n_dims)] for r in res],
+                                                      dtype=torch.long), persistent=False)
         self._tcnn = _make_tcnn(cfg) if use_tcnn else None
 
     @property
@@ -68,36 +75,26 @@ class HashGrid(nn.Module):
         return self.cfg.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, d) in [0, 1] → (B, n_levels·n_features)."""
+        """``x``: (B, d) in [0, 1] → (B, n_levels·n_features); all levels in one gather."""
         if self._tcnn is not None and x.is_cuda:
             return self._tcnn_forward(x)
         cfg = self.cfg
-        feats = []
-        x = x.clamp(0.0, 1.0)
-        for level, res in enumerate(cfg.resolutions()):
-            if level >= self.active_levels:
-                feats.append(x.new_zeros(x.shape[0], cfg.n_features))
-                continue
-            pos = x * res
-            base = pos.floor().long().clamp_(max=res - 1)
-            frac = pos - base
-            corner = base[:, None, :] + self._corners[None]                    # (B, 2^d, d)
-            idx = self._index(corner, level, res)                               # (B, 2^d)
-            w = torch.where(self._corners[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)
-            emb = self.embeddings[idx + self._offsets[level]]                   # (B, 2^d, F)
-            feats.append((w[..., None] * emb).sum(1))
-        return torch.cat(feats, dim=-1)
-
-    def _index(self, corner: torch.Tensor, level: int, res: int) -> torch.Tensor:
-        size = self.level_sizes[level]
-        if (res + 1) ** self.cfg.n_dims <= size:  # dense level: no collisions
-            stride = torch.tensor([(res + 1) ** d for d in range(self.cfg.n_dims)], device=corner.device)
-            return (corner * stride).sum(-1)
-        h = corner * self._primes
-        out = h[..., 0]
-        for d in range(1, self.cfg.n_dims):
-            out = out ^ h[..., d]
-        return out % size
+        pos = x.clamp(0.0, 1.0)[:, None, :] * self._res[None, :, None]                 # (B, L, d)
+        base = torch.minimum(pos.floor().long(), (self._res - 1)[None, :, None])
+        frac = pos - base
+        corner = base[:, :, None, :] + self._corners[None, None]                      # (B, L, 2^d, d)
+        dense = (corner * self._strides[None, :, None, :]).sum(-1)
+        hashed = corner * self._primes
+        h = hashed[..., 0]
+        for d in range(1, cfg.n_dims):
+            h = h ^ hashed[..., d]
+        idx = torch.where(self._is_dense[None, :, None], dense, h % self._sizes[None, :, None])
+        emb = self.embeddings[idx + self._offsets[None, :-1, None]]                   # (B, L, 2^d, F)
+        w = torch.where(self._corners.bool()[None, None], frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)
+        feats = (w[..., None] * emb).sum(2)                                            # (B, L, F)
+        if self.active_levels < cfg.n_levels:
+            feats = feats * (torch.arange(cfg.n_levels, device=x.device) < self.active_levels)[None, :, None]
+        return feats.reshape(x.shape[0], cfg.out_dim)
 
     def _tcnn_forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - needs CUDA + tcnn
         out = self._tcnn(x.contiguous()).float()
