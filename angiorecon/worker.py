@@ -112,6 +112,10 @@ class Reporter:
         """Sub-range of the overall progress, so nested steps report 0..1 locally."""
         return StageProgress(self, name, start, end)
 
+    def sub(self, start: float, end: float) -> "Reporter":
+        """A reporter whose 0..1 maps onto ``[start, end]`` of this one (to run a task inside a task)."""
+        return _SubReporter(self, start, end)
+
     def close(self) -> None:
         self._close_bar()
 
@@ -134,6 +138,22 @@ class Reporter:
             self._bar.close()
             self._bar = None
             self._stage = ""
+
+
+class _SubReporter(Reporter):
+    def __init__(self, parent: Reporter, start: float, end: float) -> None:
+        super().__init__(parent.mode, parent.stream, parent.cancel)
+        self._parent, self._start, self._end = parent, start, end
+
+    def progress(self, fraction: float, stage: str = "", message: str = "") -> None:
+        f = min(max(fraction, 0.0), 1.0)
+        self._parent.progress(self._start + (self._end - self._start) * f, stage, message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._parent.log(message, level)
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass

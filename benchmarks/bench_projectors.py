@@ -39,7 +39,7 @@ def main() -> None:
     from angiorecon.geometry import ConeBeamGeometry, VolumeGrid, uniform_view_indices
     from angiorecon.operators import back_project, fdk, forward_project
     from angiorecon.operators import rtk_bridge as rb
-    from angiorecon.pipelines.demo import AnalyticPhantom, Cylinder, Ellipsoid
+    from angiorecon.simulation.phantoms import AnalyticPhantom, Cylinder, Ellipsoid
 
     numba.set_num_threads(args.threads)
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)

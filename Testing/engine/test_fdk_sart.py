@@ -8,7 +8,7 @@ import pytest
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators import fdk, forward_project, sart
 from angiorecon.operators.fdk import estimate_orbit, parker_weights
-from angiorecon.pipelines.demo import AnalyticPhantom, Cylinder, Ellipsoid
+from angiorecon.simulation.phantoms import AnalyticPhantom, Cylinder, Ellipsoid
 
 PHANTOM = AnalyticPhantom((Ellipsoid((0, 0, 0), (25, 22, 18), 1.0), Ellipsoid((5, -4, 3), (6, 5, 7), 0.5),
                            Cylinder((-10, 8, -14), (8, 10, 15), 4, 0.6)))

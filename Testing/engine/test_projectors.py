@@ -12,7 +12,7 @@ from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators import back_project, forward_project
 from angiorecon.operators.projector_torch import project_rays_torch, project_torch
 from angiorecon.operators.rays import aabb_intersect, pixel_rays
-from angiorecon.pipelines.demo import AnalyticPhantom, Cylinder, Ellipsoid
+from angiorecon.simulation.phantoms import AnalyticPhantom, Cylinder, Ellipsoid
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:

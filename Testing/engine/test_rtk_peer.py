@@ -7,7 +7,7 @@ import pytest
 
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators import back_project, fdk, forward_project
-from angiorecon.pipelines.demo import AnalyticPhantom, Cylinder, Ellipsoid
+from angiorecon.simulation.phantoms import AnalyticPhantom, Cylinder, Ellipsoid
 
 pytest.importorskip("itk")
 rtk_bridge = pytest.importorskip("angiorecon.operators.rtk_bridge")
