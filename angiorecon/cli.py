@@ -51,12 +51,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
 
 
-def build_parser(job_mode: bool = False) -> argparse.ArgumentParser:
+def build_parser(job_mode: bool = False, only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only`` just that task's module is imported (a broken or slow
+    import elsewhere cannot break it)."""
     parser = argparse.ArgumentParser(
         prog="angiorecon", description="3D vessel reconstruction from X-ray angiography.")
     parser.add_argument("--version", action="version", version=f"angiorecon {__version__}")
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    for name in TASKS:
+    for name in ([only] if only in TASKS else TASKS):
         mod = _task_module(name)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         if not job_mode:
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     job_mode = "--job" in argv or any(a.startswith("--job=") for a in argv)
-    args = build_parser(job_mode).parse_args(argv)
+    args = build_parser(job_mode, only=argv[0] if argv else None).parse_args(argv)
     mod = _task_module(args.task)
     events = args.events
     if events == "auto":
