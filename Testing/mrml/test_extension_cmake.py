@@ -28,7 +28,7 @@ def _cmake(*args: object, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("extension")
-    _cmake("-S", REPO, "-B", tmp / "build", f"-DSlicer_DIR={REPO / 'Testing' / 'slicer' / 'cmake_stub'}", cwd=tmp)
+    _cmake("-S", REPO, "-B", tmp / "build", f"-DSlicer_DIR={Path(__file__).resolve().parent / 'cmake_stub'}", cwd=tmp)
     _cmake("--build", tmp / "build", cwd=tmp)
     _cmake("--install", tmp / "build", "--prefix", tmp / "install", cwd=tmp)
     return tmp / "install" / SCRIPTED
