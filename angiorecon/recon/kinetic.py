@@ -116,10 +116,14 @@ def reconstruct_kinetic(problem: ReconProblem, preset: str = "fast", **overrides
     # column sums of one view ≈ (Σ_j A_jᵀ 1) / (number of views that see the voxel): saves N volumes.
     # Voxels outside the detector of more than half of the views are left at 0 (ill-determined).
     seen = np.zeros(grid.shape, np.int32)
+    col_sum = np.zeros(grid.shape, np.float32)
+    ones_img = np.ones((1, *geom.det_shape), np.float32)
     for v in views:
-        seen += back_project(np.ones((1, *geom.det_shape), np.float32), grid, v) > 0
+        bp = back_project(ones_img, grid, v)
+        seen += bp > 0
+        col_sum += bp
     fov = seen >= max(1, n_views // 2)
-    col_view = back_project(np.ones((n_views, *geom.det_shape), np.float32), grid, geom) / np.maximum(seen, 1) * fov
+    col_view = col_sum / np.maximum(seen, 1) * fov
     problem.progress(0.03, "kinetic: static initialisation")
 
     mu = sart(b, grid, geom, iterations=cfg.static_iterations, subsets=cfg.subsets) if cfg.static_iterations else ones * 0
