@@ -70,7 +70,7 @@ class DSAReconstructionParameterNode:
     viewSelection: Annotated[str, Choice(["uniform", "explicit"])] = "uniform"
     numberOfViews: Annotated[int, WithinRange(2, 2000)] = 30
     viewIndices: str = ""
-    method: Annotated[str, Choice(list(jobs.RECONSTRUCTION_METHODS))] = "default"
+    method: Annotated[str, Choice(list(jobs.RECONSTRUCTION_METHODS))] = "kinetic"
     preset: Annotated[str, Choice(list(jobs.PRESETS))] = "fast"
     device: Annotated[str, Choice(list(jobs.DEVICES))] = "auto"
     referenceVolume: vtkMRMLScalarVolumeNode
@@ -369,7 +369,8 @@ class DSAReconstructionLogic(EngineTaskLogic):
         if p.inputType == "sequence":
             if p.inputSequence is None:
                 raise ValueError(_("Select the sequence of frames to reconstruct from."))
-            inputs = [mrml_io.save_sequence(slicer.mrmlScene, p.inputSequence, workFolder / "frames.seq.nrrd")]
+            # the engine needs the C-arm geometry, which only the DICOM files the frames came from hold
+            inputs = mrml_io.source_dicom_files(slicer.mrmlScene, p.inputSequence, slicer.dicomDatabase)
         else:
             if not pathIsSet(p.inputPath):
                 raise ValueError(_("Select a DICOM file or folder, or a dataset folder."))

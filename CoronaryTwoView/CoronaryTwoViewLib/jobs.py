@@ -1,32 +1,49 @@
-"""Job dictionary of the ``coronary`` engine task (mirror of its command line)."""
+"""Job dictionary of the ``coronary`` engine task (keys as its ``job_from_args``)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterable
 
-from DSAReconstructionLib.jobs import absolute
+from DSAReconstructionLib.jobs import DEVICES, absolute
 
 FRAME_SELECTIONS = ("index", "cardiac-phase")
 SEGMENTATION_METHODS = ("frangi", "learned", "masks")
-CORONARY_METHODS = ("default", "autocar", "sdfcar", "neca", "epipolar")
+CORONARY_METHODS = ("default", "autocar", "sdfcar", "neca", "epipolar", "hull")
 
 
 def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLike[str], *,
                  first_frame: int = 0, second_frame: int = 0, frame_selection: str = "index",
-                 segmentation: str = "frangi", method: str = "default") -> dict[str, Any]:
-    """``coronary RUN1 RUN2 --frames F1 F2|--match-phase --segmentation S --method M``.
+                 segmentation: str = "frangi", masks: Iterable[str | os.PathLike[str]] = (),
+                 sidecars: Iterable[str | os.PathLike[str]] = (), method: str = "default",
+                 voxel_mm: float | None = None, reference: str | os.PathLike[str] | None = None,
+                 device: str = "auto") -> dict[str, Any]:
+    """``coronary RUN1 RUN2 --frames F1 F2 | --frame-selection cardiac-phase, --segmentation S
+    [--masks M1 M2] [--sidecars J1 J2] --method M [--voxel-mm V] [--reference REF]``.
 
-    Each view is an XA DICOM run and a frame index in it; with ``cardiac-phase`` the engine picks
-    the frame pair at the same cardiac phase from frame times / ECG tags and the indices are ignored.
+    Each view is an XA DICOM run (or single frame) and a frame index in it; with ``cardiac-phase``
+    the engine picks the pair at the same cardiac phase from frame times / ECG tags and the indices
+    are ignored. ``masks``: one 2D vessel mask file per view (segmentation ``masks``, e.g. edited in
+    the Segment Editor); ``sidecars``: per-view geometry JSON when the DICOM lacks it.
     """
     for name, value, allowed in (("frame selection", frame_selection, FRAME_SELECTIONS),
                                  ("segmentation", segmentation, SEGMENTATION_METHODS),
-                                 ("method", method, CORONARY_METHODS)):
+                                 ("method", method, CORONARY_METHODS), ("device", device, DEVICES)):
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
     if min(first_frame, second_frame) < 0:
         raise ValueError("frame indices must be >= 0")
+    mask_paths = [absolute(m) for m in masks]
+    if segmentation == "masks" and len(mask_paths) != 2:
+        raise ValueError(f"segmentation 'masks' needs one mask per view (2), got {len(mask_paths)}")
+    sidecar_paths = [absolute(s) for s in sidecars]
+    if sidecar_paths and len(sidecar_paths) != 2:
+        raise ValueError(f"give one geometry sidecar per view (2) or none, got {len(sidecar_paths)}")
+    if voxel_mm is not None and not voxel_mm > 0:
+        raise ValueError(f"voxel size must be > 0 mm, got {voxel_mm}")
     return {"views": [{"path": absolute(first_run), "frame": int(first_frame)},
                       {"path": absolute(second_run), "frame": int(second_frame)}],
-            "frame_selection": frame_selection, "segmentation": segmentation, "method": method}
+            "frame_selection": frame_selection, "segmentation": segmentation, "masks": mask_paths,
+            "sidecars": sidecar_paths, "method": method,
+            "voxel_mm": None if voxel_mm is None else float(voxel_mm),
+            "reference": absolute(reference) if reference else None, "device": device}
