@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DSAReconstructionLib import jobs, mrml_io
+from DSAReconstructionLib import environment, jobs, mrml_io
 from DSAReconstructionLib.process import BackgroundProcess, State
 
 CATEGORY = "Angiography"
@@ -121,6 +121,37 @@ class EngineTaskLogic(ScriptedLoadableModuleLogic):
         root = Path(parent) if pathIsSet(parent) else Path(slicer.app.temporaryPath) / "AngioRecon"
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         return root / f"{task}-{stamp}"
+
+    @staticmethod
+    def ensureDependencies(requirementsFile: Path) -> None:
+        """Install what the engine needs into Slicer's Python, after asking (called on Apply only).
+
+        PyTorch comes from the PyTorch extension (``PyTorchUtils`` picks the CUDA build matching the
+        driver); everything else from the module's ``requirements.txt`` through
+        ``slicer.packaging.pip_ensure`` (Slicer >= 5.12), else ``slicer.util.pip_install`` after a
+        confirmation. Raises ``RuntimeError`` if the user declines.
+        """
+        import PyTorchUtils
+
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=">=2.1") is None:
+                raise RuntimeError(_("PyTorch is required: install it with the PyTorch extension."))
+        missing = environment.missing_requirements(environment.read_requirements(requirementsFile))
+        if not missing:
+            return
+        try:
+            import slicer.packaging
+        except ImportError:
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("The reconstruction engine needs these Python packages, which will now be installed:"),
+                    _("Install Python packages"), detailedText="\n".join(missing)):
+                raise RuntimeError(_("The run needs these Python packages: {packages}").format(
+                    packages=", ".join(missing))) from None
+            slicer.util.pip_install(missing)
+            return
+        slicer.packaging.pip_ensure(missing, requester=_("SlicerAngioRecon"), skip_packages=list(
+            environment.PROVIDED_ELSEWHERE))
 
     def isRunning(self) -> bool:
         return self.process is not None and self.process.running
@@ -224,6 +255,8 @@ class EngineModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.onFinished = self.onEngineFinished
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.testEngineButton.connect("clicked(bool)", self.onTestEngineButton)
+        self.ui.deviceInfoLabel.text = environment.device_description(environment.gpu_names())
+        self.ui.deviceComboBox.toolTip = self.ui.deviceComboBox.toolTip + " - " + self.ui.deviceInfoLabel.text
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -290,6 +323,7 @@ class EngineModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the run."), waitCursor=True):
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
+            self.logic.ensureDependencies(Path(self.resourcePath("requirements.txt")))
             self.startRun()
         self.updateRunButtons()
 
@@ -336,12 +370,22 @@ class DSAReconstructionWidget(EngineModuleWidget):
     def createLogic(self) -> "DSAReconstructionLogic":
         return DSAReconstructionLogic()
 
+    def setup(self) -> None:
+        EngineModuleWidget.setup(self)
+        self.ui.coverageButton.connect("clicked(bool)", self.onCoverageButton)
+
+    def onCoverageButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not read the run's geometry."), waitCursor=True):
+            self.logic.ensureDependencies(Path(self.resourcePath("requirements.txt")))
+            self.logic.showCoverage(self._parameterNode)
+
     def updateGuiFromParameterNode(self, p: DSAReconstructionParameterNode) -> None:
         fromScene = p.inputType == "sequence"
         self.ui.inputPathLineEdit.enabled = not fromScene
         self.ui.inputSequenceSelector.enabled = fromScene
         self.ui.numberOfViewsSpinBox.enabled = p.viewSelection == "uniform"
         self.ui.viewIndicesLineEdit.enabled = p.viewSelection == "explicit"
+        self.ui.coverageButton.enabled = self.canApply()
 
     def canApply(self) -> bool:
         p = self._parameterNode
@@ -363,19 +407,36 @@ class DSAReconstructionLogic(EngineTaskLogic):
     def getParameterNode(self) -> DSAReconstructionParameterNode:
         return DSAReconstructionParameterNode(super().getParameterNode())
 
-    def reconstructionJob(self, p: DSAReconstructionParameterNode, workFolder: Path) -> dict:
-        """Job for ``reconstruct``; scene inputs (frames, references) are saved into ``workFolder`` first."""
-        workFolder.mkdir(parents=True, exist_ok=True)
+    def inputFiles(self, p: DSAReconstructionParameterNode) -> list:
+        """The files or folder the engine reads the run from."""
         if p.inputType == "sequence":
             if p.inputSequence is None:
                 raise ValueError(_("Select the sequence of frames to reconstruct from."))
             # the engine needs the C-arm geometry, which only the DICOM files the frames came from hold
-            inputs = mrml_io.source_dicom_files(slicer.mrmlScene, p.inputSequence, slicer.dicomDatabase)
-        else:
-            if not pathIsSet(p.inputPath):
-                raise ValueError(_("Select a DICOM file or folder, or a dataset folder."))
-            inputs = [p.inputPath]
-        views = p.numberOfViews if p.viewSelection == "uniform" else jobs.parse_view_list(p.viewIndices)
+            return mrml_io.source_dicom_files(slicer.mrmlScene, p.inputSequence, slicer.dicomDatabase)
+        if not pathIsSet(p.inputPath):
+            raise ValueError(_("Select a DICOM file or folder, or a dataset folder."))
+        return [p.inputPath]
+
+    @staticmethod
+    def viewSpec(p: DSAReconstructionParameterNode):
+        return p.numberOfViews if p.viewSelection == "uniform" else jobs.parse_view_list(p.viewIndices)
+
+    def showCoverage(self, p: DSAReconstructionParameterNode):
+        """Plot frames vs C-arm angle with the chosen views marked, in a plot layout."""
+        from DSAReconstructionLib.coverage import run_coverage
+
+        cov = run_coverage(self.inputFiles(p), self.viewSpec(p))
+        _table, chart = mrml_io.add_coverage_plot(slicer.mrmlScene, cov.angles_deg, cov.chosen.tolist(),
+                                                  _("Angle coverage"), times_s=cov.times_s)
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return chart
+
+    def reconstructionJob(self, p: DSAReconstructionParameterNode, workFolder: Path) -> dict:
+        """Job for ``reconstruct``; scene references are saved into ``workFolder`` first."""
+        workFolder.mkdir(parents=True, exist_ok=True)
+        inputs = self.inputFiles(p)
+        views = self.viewSpec(p)
         reference = None
         if p.referenceModel is not None:
             reference = mrml_io.save_model(slicer.mrmlScene, p.referenceModel, workFolder / "reference.vtp")
@@ -387,6 +448,12 @@ class DSAReconstructionLogic(EngineTaskLogic):
         return jobs.roles_to_load({"volume": p.loadVolume, "segmentation": p.loadSegmentation,
                                    "mesh": p.loadMesh, "centerlines": p.loadCenterlines,
                                    "sequences": p.loadSequences, "metrics": p.loadMetrics})
+
+    def showResults(self, loaded: mrml_io.LoadedOutputs) -> None:
+        """Vessel rendering preset, time-to-peak colours, measured vs rendered side by side."""
+        EngineTaskLogic.showResults(self, loaded)
+        if any(loaded.first(role) is not None for role in ("volume", "time_to_peak", "renderings")):
+            mrml_io.present_results(slicer.mrmlScene, loaded, slicer.modules.volumerendering.logic())
 
     def startReconstruction(self, p: DSAReconstructionParameterNode) -> BackgroundProcess:
         runFolder = self.newOutputFolder("reconstruct", p.outputFolder)

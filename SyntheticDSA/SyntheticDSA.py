@@ -98,6 +98,7 @@ class SyntheticDSAWidget(EngineModuleWidget):
         with slicer.util.tryWithErrorDisplay(_("Failed to start deep DSA."), waitCursor=True):
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
+            self.logic.ensureDependencies(Path(self.resourcePath("requirements.txt")))
             self.logic.startDeepDSA(self._parameterNode)
         self.updateRunButtons()
 

@@ -19,6 +19,7 @@ MODULE_LOGICS = {
     "Volumes": "vtkSlicerVolumesLogic",
     "Models": "vtkSlicerModelsLogic",
     "SubjectHierarchy": "vtkSlicerSubjectHierarchyModuleLogic",
+    "VolumeRendering": "vtkSlicerVolumeRenderingLogic",
 }
 
 

@@ -554,3 +554,206 @@ def load_manifest(scene: Any, manifest_path: str | Path, roles: Sequence[str] | 
             continue
         loaded.nodes.setdefault(output["role"], []).extend(load_output(scene, output, manifest_path.parent))
     return loaded
+
+
+# -- DICOM provenance ----------------------------------------------------------------------------
+#: tags read from the DICOM database (study of an instance, modality of a file).
+STUDY_UID_TAG = "0020,000D"
+MODALITY_TAG = "0008,0060"
+
+
+def source_instance_uids(scene: Any, node: Any) -> list[str]:
+    """SOP instance UIDs of the DICOM files a node (or a sequence's frames) was loaded from.
+
+    Slicer's DICOM plugins record them as the node attribute ``DICOM.instanceUIDs`` and as the
+    subject-hierarchy UID ``DICOMInstanceUID`` of the series item (space separated).
+    """
+    nodes = [node]
+    if node.IsA("vtkMRMLSequenceNode") and node.GetNumberOfDataNodes():
+        nodes.append(node.GetNthDataNode(0))
+    for candidate in nodes:
+        text = candidate.GetAttribute("DICOM.instanceUIDs")
+        if text:
+            return text.split()
+    sh = scene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(node) if sh is not None else 0
+    text = sh.GetItemUID(item, "DICOMInstanceUID") if item else ""
+    return text.split() if text else []
+
+
+def source_dicom_files(scene: Any, node: Any, database: Any) -> list[str]:
+    """The files of the run a node was loaded from plus the study's other runs of the same modality.
+
+    The engine pairs fill and mask runs itself, so it gets the whole study's runs of that modality
+    (XA); ``database`` is Slicer's ``ctkDICOMDatabase`` (``slicer.dicomDatabase``).
+    """
+    uids = source_instance_uids(scene, node)
+    if not uids or database is None:
+        raise ValueError(f"{node.GetName()} was not loaded from DICOM (no instance UIDs); "
+                         f"choose the DICOM files or folder instead")
+    files = [database.fileForInstance(uid) for uid in uids]
+    files = [f for f in files if f]
+    if not files:
+        raise ValueError(f"the DICOM files of {node.GetName()} are no longer in the DICOM database")
+    modality = database.fileValue(files[0], MODALITY_TAG)
+    study = database.instanceValue(uids[0], STUDY_UID_TAG)
+    for series in (database.seriesForStudy(study) if study else []):
+        series_files = list(database.filesForSeries(series))
+        if series_files and series_files[0] not in files and database.fileValue(series_files[0], MODALITY_TAG) == modality:
+            files += series_files
+    return files
+
+
+# -- view coverage -------------------------------------------------------------------------------
+def add_coverage_plot(scene: Any, angles_deg: Sequence[float], chosen: Sequence[int], name: str, *,
+                      times_s: Sequence[float] | None = None) -> tuple[Any, Any]:
+    """Table + plot chart of the run's angle coverage: angle of every frame, the chosen views marked.
+
+    Table columns ``Frame``, ``Angle (deg)``, ``Chosen angle (deg)`` (NaN where the frame is not
+    used), ``Time (s)`` when times are known. The chart plots angle against frame number for all
+    frames (line) and for the chosen views (markers), so gaps in the angular sampling show.
+    """
+    angles = np.asarray(angles_deg, dtype=float).reshape(-1)
+    n = len(angles)
+    picked = np.asarray(sorted(set(int(i) for i in chosen)), dtype=int)
+    if picked.size and (picked.min() < 0 or picked.max() >= n):
+        raise ValueError(f"chosen views {picked.tolist()} outside the run's {n} frames")
+    chosen_angles = np.full(n, np.nan)
+    chosen_angles[picked] = angles[picked]
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} table")
+    _add_column(table, "Frame", list(range(n)))
+    _add_column(table, "Angle (deg)", angles.tolist())
+    _add_column(table, "Chosen angle (deg)", chosen_angles.tolist())
+    if times_s is not None:
+        times = np.asarray(times_s, dtype=float).reshape(-1)
+        if len(times) != n:
+            raise ValueError(f"{len(times)} frame times for {n} frames")
+        _add_column(table, "Time (s)", times.tolist())
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetTitle(f"{name}: {picked.size} of {n} views")
+    chart.SetXAxisTitle("frame")
+    chart.SetYAxisTitle("C-arm angle (deg)")
+    for label, column, line, marker, color in (
+            ("all frames", "Angle (deg)", "Solid", "None", (0.6, 0.6, 0.6)),
+            ("chosen views", "Chosen angle (deg)", "None", "Circle", (0.85, 0.1, 0.1))):
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {label}")
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("Frame")
+        series.SetYColumnName(column)
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetLineStyle(getattr(series, f"LineStyle{line}"))
+        series.SetMarkerStyle(getattr(series, f"MarkerStyle{marker}"))
+        series.SetColor(*color)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart
+
+
+# -- display of results --------------------------------------------------------------------------
+def add_vessel_rendering(volume_node: Any, threshold: float, logic: Any) -> Any:
+    """Volume rendering that shows vessels: transparent below ``threshold``, opaque red→white above.
+
+    ``threshold``: the value separating vessel from background (e.g. the segmentation threshold
+    recorded in the manifest). ``logic``: the volume-rendering module logic (in Slicer
+    ``slicer.modules.volumerendering.logic()``), which creates the display node of the rendering
+    method the user configured.
+    """
+    scene = volume_node.GetScene()
+    lo, hi = volume_node.GetImageData().GetScalarRange()
+    t = float(threshold)
+    top = max(hi, t * 1.0001 + 1e-12)
+    display = logic.CreateDefaultVolumeRenderingNodes(volume_node)
+    prop = display.GetVolumePropertyNode()
+    if prop is None:
+        prop = scene.AddNewNodeByClass("vtkMRMLVolumePropertyNode", f"{volume_node.GetName()} vessels")
+        display.SetAndObserveVolumePropertyNodeID(prop.GetID())
+    prop.SetName(f"{volume_node.GetName()} vessels")
+    vp = prop.GetVolumeProperty()
+    opacity = vtk.vtkPiecewiseFunction()
+    opacity.AddPoint(min(lo, t - 1e-6), 0.0)
+    opacity.AddPoint(t, 0.0)
+    opacity.AddPoint(t + 0.25 * (top - t), 0.6)
+    opacity.AddPoint(top, 0.9)
+    colors = vtk.vtkColorTransferFunction()
+    colors.AddRGBPoint(t, 0.55, 0.05, 0.05)
+    colors.AddRGBPoint(t + 0.5 * (top - t), 0.95, 0.35, 0.25)
+    colors.AddRGBPoint(top, 1.0, 0.95, 0.9)
+    vp.SetScalarOpacity(opacity)
+    vp.SetColor(colors)
+    vp.ShadeOn()
+    vp.SetInterpolationTypeToLinear()
+    display.SetVisibility(True)
+    return display
+
+
+def show_time_to_peak(volume_node: Any, vessel_threshold_value: float | None = None,
+                      color_node_id: str = "vtkMRMLColorTableNodeRainbow") -> Any:
+    """Colour a time-to-peak volume: rainbow over the range of arrival times, background hidden.
+
+    Voxels at or below ``vessel_threshold_value`` (e.g. 0 s outside vessels) are thresholded away
+    so the map shows on top of the anatomy as an overlay.
+    """
+    display = volume_node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(color_node_id)
+    lo, hi = volume_node.GetImageData().GetScalarRange()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(lo, hi if hi > lo else lo + 1.0)
+    if vessel_threshold_value is not None:
+        display.SetApplyThreshold(True)
+        display.SetLowerThreshold(float(vessel_threshold_value) + 1e-6)
+        display.SetUpperThreshold(hi)
+    return display
+
+
+def show_side_by_side(scene: Any, left: Any, right: Any) -> Any:
+    """Side-by-side layout with ``left`` in the red and ``right`` in the yellow slice view.
+
+    Used for rendered vs measured projections and result vs reference. Returns the layout node
+    (the application's layout manager follows its view arrangement).
+    """
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is None:
+        layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    wanted = {"Red": left, "Yellow": right}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        node = wanted.get(composite.GetLayoutName())
+        if node is not None:
+            composite.SetBackgroundVolumeID(node.GetID())
+    return layout
+
+
+def rendering_threshold(manifest: Mapping[str, Any], volume_node: Any) -> float:
+    """Vessel/background level for volume rendering: the run's segmentation threshold, if recorded
+    in the manifest (``segmentation.threshold_low`` or ``.threshold``), else half the maximum."""
+    info = manifest.get("segmentation") or {}
+    for key in ("threshold_low", "threshold"):
+        if isinstance(info.get(key), (int, float)):
+            return float(info[key])
+    return 0.5 * float(volume_node.GetImageData().GetScalarRange()[1])
+
+
+def present_results(scene: Any, loaded: LoadedOutputs, volume_rendering_logic: Any) -> dict[str, Any]:
+    """Display a reconstruction's results the way a reader wants them, and say what was done.
+
+    The vessel volume gets the vessel volume-rendering preset, the time-to-peak map its colour
+    table with the background thresholded away, and rendered vs measured projection sequences
+    go side by side (measured left). Returns ``{"rendering": display, "time_to_peak": display,
+    "layout": layout}`` for the parts that applied.
+    """
+    shown: dict[str, Any] = {}
+    volume = loaded.first("volume")
+    if volume is not None and volume.IsA("vtkMRMLScalarVolumeNode"):
+        shown["rendering"] = add_vessel_rendering(volume, rendering_threshold(loaded.manifest, volume),
+                                                  volume_rendering_logic)
+    ttp = loaded.first("time_to_peak")
+    if ttp is not None:
+        shown["time_to_peak"] = show_time_to_peak(ttp, float(ttp.GetImageData().GetScalarRange()[0]))
+    sequences = {node.GetName(): node for node in loaded.nodes.get("renderings", [])
+                 if node.IsA("vtkMRMLSequenceBrowserNode")}
+    measured, rendered = sequences.get("measured browser"), sequences.get("rendered browser")
+    if measured is not None and rendered is not None:
+        proxies = [b.GetProxyNode(b.GetMasterSequenceNode()) for b in (measured, rendered)]
+        if all(p is not None for p in proxies):
+            shown["layout"] = show_side_by_side(scene, *proxies)
+    return shown
