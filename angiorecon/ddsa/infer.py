@@ -233,24 +233,14 @@ def _read_dicom_plain(path: Path, reason: str = "") -> Frames:
 
 
 def _read_stack(path: Path) -> Frames:
-    import SimpleITK as sitk
+    from ..formats.volume import read_stack_with_spacing
 
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise BadInput(f"cannot read stack {path}: {str(exc).strip().splitlines()[-1]}") from None
-    arr = sitk.GetArrayFromImage(img)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise BadInput(f"stack {path} must be [frames, rows, cols] scalar, got shape {arr.shape}")
-    sp = img.GetSpacing()
-    spacing = (float(sp[1]), float(sp[0]))
-    fsp = float(sp[2]) if len(sp) > 2 else 1.0
-    if np.issubdtype(arr.dtype, np.integer):
-        return Frames(path, "stack", _display_to_p(arr, vmax=float(arr.max())), spacing, fsp,
-                      {"domain": "display intensity (integer stack)"})
-    return Frames(path, "stack", arr.astype(np.float32), spacing, fsp, {"domain": "line integral (float stack)"})
+    st = read_stack_with_spacing(path)
+    if np.issubdtype(st.frames.dtype, np.integer):
+        return Frames(path, "stack", _display_to_p(st.frames, vmax=float(st.frames.max())), st.pixel_spacing,
+                      st.frame_spacing, {"domain": "display intensity (integer stack)"})
+    return Frames(path, "stack", st.frames.astype(np.float32), st.pixel_spacing, st.frame_spacing,
+                  {"domain": "line integral (float stack)"})
 
 
 def iter_inputs(paths: list[str | Path]) -> Iterator[Path]:

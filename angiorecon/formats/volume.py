@@ -9,6 +9,7 @@ detector pixel spacing (row/col) as in-plane spacing.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,18 @@ def write_stack(path: str | Path, stack: np.ndarray, pixel_spacing: tuple[float,
     return Path(path)
 
 
-def read_stack(path: str | Path) -> np.ndarray:
-    """Read a projection stack ``[frames, rows, cols]`` as float32."""
+@dataclass(frozen=True)
+class StackFile:
+    """A stack as stored: frames in the file's own dtype (integer display pixels stay integers) and
+    the spacing written by :func:`write_stack`."""
+
+    frames: np.ndarray                     #: [frames, rows, cols]
+    pixel_spacing: tuple[float, float]     #: (row, col) in mm
+    frame_spacing: float
+
+
+def read_stack_with_spacing(path: str | Path) -> StackFile:
+    """Read a stack ``[frames, rows, cols]`` (a 2D image is one frame) with its spacing, dtype kept."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -107,9 +118,15 @@ def read_stack(path: str | Path) -> np.ndarray:
     arr = sitk.GetArrayFromImage(img)
     if arr.ndim == 2:
         arr = arr[None]
-    if arr.ndim != 3:
-        raise BadInput(f"projections {path} must be a [frames, rows, cols] stack, got shape {arr.shape}")
-    return arr.astype(np.float32, copy=False)
+    if arr.ndim != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise BadInput(f"projections {path} must be a scalar [frames, rows, cols] stack, got shape {arr.shape}")
+    sp = img.GetSpacing()
+    return StackFile(arr, (float(sp[1]), float(sp[0])), float(sp[2]) if len(sp) > 2 else 1.0)
+
+
+def read_stack(path: str | Path) -> np.ndarray:
+    """Read a projection stack ``[frames, rows, cols]`` as float32."""
+    return read_stack_with_spacing(path).frames.astype(np.float32, copy=False)
 
 
 def _write_atomic(img: "object", path: Path, compress: bool) -> None:
