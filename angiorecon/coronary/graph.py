@@ -1,0 +1,414 @@
+"""Vascular graph optimisation: one connected centerline tree with radii fitted to every view.
+
+AutoCAR-style second stage (``coronary_two_view.md`` §4.3, own implementation from the idea):
+
+1. skeletonise a candidate 3D occupancy (visual hull or refined hull) into branches;
+2. prune ghost branches: a branch is kept only when it reprojects onto vessel in every view *and*
+   explains vessel centreline pixels no kept branch explains yet, in every view (two-view ghosts
+   are redundant: each of their projections lies on a vessel a true branch already covers);
+3. join the kept branches into one tree (shared junctions, then shortest bridges between pieces,
+   then a spanning tree — connectivity holds by construction, whatever the optimiser does);
+4. fit point positions and radii with torch: 2D centreline reprojection error in every view (both
+   directions: tree → mask skeleton and skeleton → tree), tube width against the mask's distance
+   transform, curvature and spacing regularisers and a radius floor;
+5. voxelise the tubes on the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+from scipy.spatial import cKDTree
+from skimage.morphology import skeletonize
+
+from ..errors import BadInput
+from ..geometry import ConeBeamGeometry, VolumeGrid
+from ..vessels.centerlines import CenterlineTree, extract_centerlines
+from .problem import CoronaryProblem, Progress
+
+
+def _noop(_f: float, _m: str = "") -> None:
+    pass
+
+
+@dataclass
+class ViewMaps:
+    """Per-view 2D evidence: binary masks, skeleton pixels and distance maps (pixels)."""
+
+    masks: np.ndarray                 #: [V, H, W] bool
+    skeletons: list[np.ndarray]       #: per view (K, 2) skeleton pixels as (col, row)
+    to_skeleton: np.ndarray           #: [V, H, W] distance to the nearest skeleton pixel
+    to_mask: np.ndarray               #: [V, H, W] distance to the nearest vessel pixel (0 inside)
+    half_width: np.ndarray            #: [V, H, W] distance to the background (vessel half width inside)
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, level: float = 0.5) -> "ViewMaps":
+        b = np.asarray(masks) >= level
+        skel = np.stack([skeletonize(m) for m in b])
+        pts = [np.argwhere(s)[:, ::-1].astype(np.float64) for s in skel]
+        to_s = np.stack([ndimage.distance_transform_edt(~s) for s in skel]).astype(np.float32)
+        to_m = np.stack([ndimage.distance_transform_edt(~m) for m in b]).astype(np.float32)
+        hw = np.stack([ndimage.distance_transform_edt(m) for m in b]).astype(np.float32)
+        return cls(b, pts, to_s, to_m, hw)
+
+
+@dataclass
+class PointTree:
+    """A tree of points: positions (N, 3) world mm, radii (N,) mm, parent index (-1 at the root)."""
+
+    points: np.ndarray
+    radii: np.ndarray
+    parent: np.ndarray
+
+    def edges(self) -> np.ndarray:
+        child = np.flatnonzero(self.parent >= 0)
+        return np.stack([self.parent[child], child], axis=1)
+
+    def n_components(self) -> int:
+        n = len(self.points)
+        e = self.edges()
+        adj = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+        return int(connected_components(adj, directed=False)[0]) if n else 0
+
+    def to_centerlines(self, voxel_size: float) -> CenterlineTree:
+        """Branches split at bifurcations, proximal → distal, each starting at its parent's junction."""
+        n = len(self.points)
+        children: list[list[int]] = [[] for _ in range(n)]
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                children[p].append(i)
+        curves: list[np.ndarray] = []
+        radii: list[np.ndarray] = []
+        parents: list[int | None] = []
+        roots = [int(i) for i in np.flatnonzero(self.parent < 0)]
+        stack: list[tuple[int, int, int | None]] = []        # (junction point, first child, parent branch)
+        for r in roots:
+            if not children[r]:
+                continue
+            for c in children[r]:
+                stack.append((r, c, None))
+        while stack:
+            start, nxt, pb = stack.pop()
+            chain = [start, nxt]
+            while len(children[chain[-1]]) == 1:
+                chain.append(children[chain[-1]][0])
+            curves.append(self.points[chain])
+            radii.append(self.radii[chain])
+            parents.append(pb)
+            me = len(curves) - 1
+            for c in children[chain[-1]]:
+                stack.append((chain[-1], c, me))
+        return CenterlineTree.from_curves(curves, radii, parents, voxel_size=voxel_size)
+
+
+# ----------------------------------------------------------------------------- branch candidates
+def _resample(points: np.ndarray, radii: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return points[:1], radii[:1]
+    t = np.linspace(0.0, s[-1], max(2, int(np.ceil(s[-1] / step)) + 1))
+    p = np.stack([np.interp(t, s, points[:, k]) for k in range(3)], axis=1)
+    return p, np.interp(t, s, radii)
+
+
+def _project(geometry: ConeBeamGeometry, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(V, M, 2) pixel (col, row) and (V, M) depth factor w (mm on the detector per mm at the point = 1/w)."""
+    p = geometry.projection_matrices()
+    q = np.einsum("vij,mj->vmi", p[:, :, :3], points) + p[:, None, :, 3]
+    return q[..., :2] / q[..., 2:3], q[..., 2]
+
+
+def _sample(maps: np.ndarray, uv: np.ndarray, cval: float) -> np.ndarray:
+    return np.stack([ndimage.map_coordinates(maps[v], [uv[v, :, 1], uv[v, :, 0]], order=1, mode="constant",
+                                             cval=cval) for v in range(len(maps))])
+
+
+def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views: ViewMaps, *,
+                    step: float = 0.5, tol_px: float = 2.0, min_inside: float = 0.8,
+                    min_new_px: int = 4, min_new_fraction: float = 0.25) -> tuple[list[int], dict[str, Any]]:
+    """Indices of the branches kept by greedy ghost pruning (set cover of the mask skeletons, all views).
+
+    A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
+    view) and add at least ``min_new_px`` and ``min_new_fraction`` of its projected length in new
+    skeleton pixels in *every* view when it is chosen.
+    """
+    trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
+    cover: list[list[np.ndarray]] = []
+    lengths: list[np.ndarray] = []
+    ok = []
+    for c in curves:
+        pts = _resample(c, np.zeros(len(c)), step)[0]
+        uv, _ = _project(geometry, pts)
+        inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
+        sets, lens = [], []
+        for v, t in enumerate(trees):
+            idx = t.query_ball_point(uv[v], tol_px) if t is not None else []
+            sets.append(np.unique(np.concatenate([np.asarray(i, dtype=np.int64) for i in idx])) if len(idx)
+                        else np.zeros(0, np.int64))
+            lens.append(np.linalg.norm(np.diff(uv[v], axis=0), axis=1).sum())
+        cover.append(sets)
+        lengths.append(np.asarray(lens))
+        ok.append(bool((inside >= min_inside).all()))
+    covered = [np.zeros(len(s), dtype=bool) for s in views.skeletons]
+    chosen: list[int] = []
+    left = {i for i, good in enumerate(ok) if good}
+    while left:
+        best, best_score = -1, -1.0
+        for i in left:
+            new = np.array([np.count_nonzero(~covered[v][cover[i][v]]) for v in range(len(covered))])
+            if (new < min_new_px).any() or (new < min_new_fraction * lengths[i]).any():
+                continue
+            if new.min() > best_score:
+                best, best_score = i, float(new.min())
+        if best < 0:
+            break
+        chosen.append(best)
+        left.discard(best)
+        for v in range(len(covered)):
+            covered[v][cover[best][v]] = True
+    info = {"candidates": len(curves), "reproject_inside": int(sum(ok)), "kept": len(chosen),
+            "skeleton_coverage": [float(c.mean()) if len(c) else 0.0 for c in covered]}
+    return chosen, info
+
+
+def connect_tree(curves: list[np.ndarray], radii: list[np.ndarray], *, step: float = 0.5,
+                 join_mm: float = 1.0, min_piece_mm: float = 4.0) -> PointTree:
+    """One tree from polylines: merge shared junctions, bridge the pieces by their shortest gaps, span.
+
+    Pieces shorter than ``min_piece_mm`` that touch nothing are dropped rather than bridged (a
+    bridge to an isolated speck draws a vessel that is not there).
+    """
+    pts, rad, edges = [], [], []
+    n = 0
+    for c, r in zip(curves, radii):
+        p, q = _resample(np.asarray(c, float), np.asarray(r, float), step)
+        pts.append(p)
+        rad.append(q)
+        edges.extend((n + k, n + k + 1) for k in range(len(p) - 1))
+        n += len(p)
+    if n == 0:
+        raise BadInput("no vessel branch of the 3D candidate reprojects onto the vessel masks of every view: "
+                       "check the masks and the views' geometry")
+    p = np.concatenate(pts)
+    r = np.concatenate(rad)
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    w = np.linalg.norm(p[e[:, 0]] - p[e[:, 1]], axis=1)
+    # junctions: each polyline end joins the nearest point of another polyline within ``join_mm``
+    piece = np.repeat(np.arange(len(pts)), [len(q) for q in pts])
+    ends = np.concatenate([[s, s + len(q) - 1] for s, q in zip(np.cumsum([0] + [len(q) for q in pts])[:-1], pts)])
+    kd = cKDTree(p)
+    pairs = []
+    for i in ends:
+        near = [j for j in kd.query_ball_point(p[i], join_mm) if piece[j] != piece[i]]
+        if near:
+            pairs.append((i, min(near, key=lambda j: np.linalg.norm(p[j] - p[i]))))
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    e = np.concatenate([e, pairs])
+    w = np.concatenate([w, np.linalg.norm(p[pairs[:, 0]] - p[pairs[:, 1]], axis=1)])
+    adj = coo_matrix((w + 1e-6, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    ncomp, label = connected_components(adj, directed=False)
+    if ncomp > 1:
+        size = np.bincount(label, minlength=ncomp) * step
+        big = np.flatnonzero(size >= min_piece_mm)
+        if len(big) == 0:
+            big = np.array([int(np.argmax(size))])
+        keep = np.isin(label, big)
+        # shortest gap between every pair of kept pieces, then an MST over pieces
+        trees = {c: cKDTree(p[label == c]) for c in big}
+        ids = {c: np.flatnonzero(label == c) for c in big}
+        bridges = []
+        for a_i, a in enumerate(big):
+            for b in big[a_i + 1:]:
+                d, j = trees[b].query(p[ids[a]])
+                k = int(np.argmin(d))
+                bridges.append((a, b, float(d[k]), int(ids[a][k]), int(ids[b][j[k]])))
+        pos = {c: i for i, c in enumerate(big)}
+        bw = coo_matrix(([x[2] + 1e-6 for x in bridges], ([pos[x[0]] for x in bridges], [pos[x[1]] for x in bridges])),
+                        shape=(len(big), len(big)))
+        mst = minimum_spanning_tree(bw).tocoo()
+        new_p, new_r, new_e = [p], [r], [e[keep[e[:, 0]] & keep[e[:, 1]]]]
+        new_w = [w[keep[e[:, 0]] & keep[e[:, 1]]]]
+        m = n
+        for a, b in zip(mst.row, mst.col):
+            x = next(t for t in bridges if {pos[t[0]], pos[t[1]]} == {a, b})
+            i0, i1 = x[3], x[4]
+            k = max(1, int(np.ceil(x[2] / step)))
+            t = np.linspace(0, 1, k + 1)[1:-1, None]
+            mid = p[i0] * (1 - t) + p[i1] * t
+            chain = [i0] + list(range(m, m + len(mid))) + [i1]
+            new_p.append(mid)
+            new_r.append(np.full(len(mid), min(r[i0], r[i1])))
+            ce = np.array(list(zip(chain[:-1], chain[1:])), dtype=np.int64)
+            new_e.append(ce)
+            new_w.append(np.full(len(ce), x[2] / k))
+            m += len(mid)
+        p, r = np.concatenate(new_p), np.concatenate(new_r)
+        e, w = np.concatenate(new_e), np.concatenate(new_w)
+        keep = np.concatenate([keep, np.ones(m - n, dtype=bool)])
+        n = m
+    else:
+        keep = np.ones(n, dtype=bool)
+    adj = coo_matrix((w + 1e-6, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    span = minimum_spanning_tree(adj + adj.T)
+    span = (span + span.T).tocsr()
+    root = int(np.flatnonzero(keep)[np.argmax(np.where(keep, r, -np.inf))])
+    parent = np.full(n, -2, dtype=np.int64)
+    parent[root] = -1
+    order = [root]
+    for i in order:                                          # breadth-first from the widest point
+        for j in span.indices[span.indptr[i]:span.indptr[i + 1]]:
+            if parent[j] == -2:
+                parent[j] = i
+                order.append(j)
+    sel = np.array(order)
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[sel] = np.arange(len(sel))
+    par = np.where(parent[sel] >= 0, remap[np.maximum(parent[sel], 0)], -1)
+    return PointTree(p[sel], r[sel], par)
+
+
+# ----------------------------------------------------------------------------- optimisation
+def fit_tree(tree: PointTree, geometry: ConeBeamGeometry, views: ViewMaps, *, iterations: int = 150,
+             lr: float = 0.02, r_min: float = 0.3, w_cover: float = 1.0, w_curv: float = 2.0,
+             w_spacing: float = 1.0, w_radius: float = 1.0, cap_px: float = 8.0, cover_px: float = 3.0, device: str = "cpu",
+             progress: Progress = _noop) -> tuple[PointTree, dict[str, Any]]:
+    """Fit positions and radii of ``tree`` to every view (topology fixed, so it stays one tree)."""
+    dev = torch.device(device)
+    f32 = dict(dtype=torch.float32, device=dev)
+    P = torch.as_tensor(geometry.projection_matrices(), **f32)                  # (V, 3, 4)
+    H, W = geometry.det_shape
+    ps = torch.as_tensor(geometry.pixel_spacing.min(axis=1), **f32)             # (V,)
+    to_skel = torch.as_tensor(views.to_skeleton, **f32)[:, None]
+    half_w = torch.as_tensor(views.half_width, **f32)[:, None]
+    to_mask = torch.as_tensor(views.to_mask, **f32)[:, None]
+    skel = [torch.as_tensor(s, **f32) for s in views.skeletons]
+    x = torch.as_tensor(tree.points, **f32).clone().requires_grad_(True)
+    log_r = torch.as_tensor(np.log(np.maximum(tree.radii, r_min)), **f32).clone().requires_grad_(True)
+    e = torch.as_tensor(tree.edges(), dtype=torch.long, device=dev)
+    par = torch.as_tensor(tree.parent, dtype=torch.long, device=dev)
+    has_gp = (par >= 0) & (par[par.clamp(min=0)] >= 0)
+    i_c = torch.nonzero(has_gp).flatten()
+    i_p = par[i_c]
+    i_g = par[i_p]
+    step0 = float(np.median(np.linalg.norm(tree.points[tree.edges()[:, 1]] - tree.points[tree.edges()[:, 0]],
+                                           axis=1))) if len(e) else 0.5
+    opt = torch.optim.Adam([{"params": [x], "lr": lr}, {"params": [log_r], "lr": 0.05}])
+
+    def project(pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = torch.einsum("vij,mj->vmi", P[:, :, :3], pts) + P[:, None, :, 3]
+        return q[..., :2] / q[..., 2:3], q[..., 2]
+
+    def sample(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        g = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], dim=-1)[:, None]
+        return torch.nn.functional.grid_sample(img, g, align_corners=True, padding_mode="border")[:, 0, 0]
+
+    history = []
+    for it in range(iterations):
+        opt.zero_grad()
+        uv, w = project(x)
+        d = sample(to_skel, uv).clamp(max=cap_px)
+        data = (d ** 2).mean()
+        if it % 10 == 0:                                   # ICP-style: re-pair skeleton pixels with points
+            with torch.no_grad():
+                uv_np = uv.detach().cpu().numpy()
+                pairs = []
+                for v, s in enumerate(views.skeletons):
+                    dist, j = cKDTree(uv_np[v]).query(s) if len(s) else (np.zeros(0), np.zeros(0, int))
+                    ok = dist <= cover_px
+                    pairs.append((skel[v][torch.as_tensor(ok, device=dev)], torch.as_tensor(j[ok], device=dev)))
+        cover = x.new_zeros(())
+        for v, (s, j) in enumerate(pairs):
+            if len(j):
+                cover = cover + ((s - uv[v, j]) ** 2).sum(dim=1).mean() / len(pairs)
+        r = log_r.exp()
+        r_px = r[None] / (w * ps[:, None])
+        with torch.no_grad():                              # width evidence only where the point sits on vessel
+            valid = (sample(to_mask, uv) <= 0.5) & (uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) \
+                & (uv[..., 1] >= 0) & (uv[..., 1] <= H - 1)
+        width = (((r_px - (sample(half_w, uv) - 0.5).clamp(min=0.5)) ** 2) * valid).sum() / valid.sum().clamp(min=1)
+        curv = ((x[i_c] - 2 * x[i_p] + x[i_g]) ** 2).sum(dim=1).mean() / step0 ** 2 if len(i_c) else x.sum() * 0
+        seg = (x[e[:, 1]] - x[e[:, 0]]).norm(dim=1)
+        spacing = ((seg - step0) ** 2).mean() / step0 ** 2 if len(e) else x.sum() * 0
+        r_smooth = ((log_r[e[:, 1]] - log_r[e[:, 0]]) ** 2).mean() if len(e) else x.sum() * 0
+        loss = data + w_cover * cover + w_radius * (width + 10 * r_smooth) + w_curv * curv + w_spacing * spacing
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            log_r.clamp_(min=float(np.log(r_min)))
+        if it % 10 == 0 or it == iterations - 1:
+            history.append({"iteration": it, "loss": float(loss.detach()), "centerline_px": float(d.detach().mean()),
+                            "coverage_px2": float(cover.detach())})
+            progress((it + 1) / iterations, f"graph fit {it + 1}/{iterations}: {history[-1]['centerline_px']:.2f} px")
+    out = PointTree(x.detach().cpu().numpy().astype(np.float64), log_r.exp().detach().cpu().numpy().astype(np.float64),
+                    tree.parent.copy())
+    return out, {"history": history, "final_centerline_error_px": history[-1]["centerline_px"] if history else None}
+
+
+# ----------------------------------------------------------------------------- voxelisation
+def tubes_to_occupancy(tree: PointTree, grid: VolumeGrid, step: float | None = None) -> np.ndarray:
+    """Fractional occupancy of the union of the tree's tubes on ``grid`` (linear ramp one voxel wide)."""
+    vox = float(grid.spacing.min())
+    step = step or vox / 2
+    e = tree.edges()
+    occ = np.zeros(grid.shape, dtype=np.float32)
+    if len(e) == 0:
+        return occ
+    a, b = tree.points[e[:, 0]], tree.points[e[:, 1]]
+    ra, rb = tree.radii[e[:, 0]], tree.radii[e[:, 1]]
+    k = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / step)).astype(int)
+    t = np.concatenate([np.linspace(0, 1, n + 1) for n in k])
+    seg = np.repeat(np.arange(len(e)), k + 1)
+    s = a[seg] + (b[seg] - a[seg]) * t[:, None]
+    rs = ra[seg] + (rb[seg] - ra[seg]) * t
+    ijk = grid.world_to_index(s)
+    near = np.zeros(grid.shape, dtype=bool)
+    idx = np.rint(ijk).astype(int)
+    inside = ((idx >= 0) & (idx < np.array(grid.shape[::-1]))).all(axis=1)
+    near[idx[inside, 2], idx[inside, 1], idx[inside, 0]] = True
+    reach = int(np.ceil((rs.max() + vox) / vox))
+    near = ndimage.binary_dilation(near, iterations=reach)
+    cand = np.argwhere(near)                                     # (z, y, x)
+    centres = grid.index_to_world(cand[:, ::-1])
+    kk = min(8, len(s))
+    d, j = cKDTree(s).query(centres, k=kk)
+    d, j = d.reshape(len(centres), kk), j.reshape(len(centres), kk)
+    val = np.clip(0.5 + (rs[j] - d) / vox, 0.0, 1.0).max(axis=1)
+    occ[cand[:, 0], cand[:, 1], cand[:, 2]] = val
+    return occ
+
+
+# ----------------------------------------------------------------------------- the whole stage
+def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: float = 0.5,
+                   iterations: int = 150, device: str = "cpu", progress: Progress | None = None
+                   ) -> tuple[np.ndarray, CenterlineTree, dict[str, Any]]:
+    """Candidate occupancy on ``problem.grid`` → (tube occupancy, one connected centerline tree, info)."""
+    report = progress or _noop
+    grid = problem.grid
+    if candidate.shape != grid.shape:
+        raise BadInput(f"candidate occupancy {candidate.shape} does not match the grid {grid.shape}")
+    views = ViewMaps.from_masks(problem.masks)
+    report(0.02, "skeletonise candidate")
+    cl = extract_centerlines(candidate >= level, grid)
+    curves = [b.points for b in cl.branches if len(b.points) >= 2]
+    rads = [b.radii for b in cl.branches if len(b.points) >= 2]
+    report(0.2, f"prune ghosts among {len(curves)} branches")
+    keep, sel_info = select_branches(curves, problem.geometry, views)
+    report(0.35, f"connect {len(keep)} branches")
+    tree0 = connect_tree([curves[i] for i in keep], [np.nan_to_num(rads[i], nan=0.5) for i in keep])
+    fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,
+                                progress=lambda f, m: report(0.35 + 0.5 * f, m))
+    report(0.88, "voxelise tubes")
+    occ = tubes_to_occupancy(fitted, grid)
+    voxel = float(grid.spacing.min())
+    centerlines = fitted.to_centerlines(voxel)
+    info = {"selection": sel_info, "fit": fit_info, "points": len(fitted.points),
+            "components": fitted.n_components()}
+    report(1.0, "graph done")
+    return occ, centerlines, info
