@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 import torch
 
-from angiorecon.ddsa.data import NO_AUGMENT, Augment, PairDataset, augment_pair
+from angiorecon.ddsa.data import NO_AUGMENT, Augment, PairDataset, augment_pair, collimate
 from angiorecon.ddsa.domain import TARGET_GAIN, frame_stats, intensity_to_line_integral
 from angiorecon.ddsa.frangi import frangi
 from angiorecon.models.critic import Critic, gradient_penalty
@@ -51,7 +52,8 @@ def test_critic_scores_pairs_and_penalty_has_gradients():
 
 
 def _only_geometry() -> Augment:
-    return Augment(p_affine=1.0, p_transmission_lut=0.0, gamma=(1.0, 1.0), p_noise=0.0, p_blur=0.0, p_lowfreq=0.0)
+    return Augment(p_affine=1.0, p_transmission_lut=0.0, gamma=(1.0, 1.0), p_noise=0.0, p_blur=0.0, p_lowfreq=0.0,
+                   p_collimate=0.0, p_display8=0.0)
 
 
 def test_geometric_augmentation_is_identical_on_input_and_target():
@@ -77,6 +79,42 @@ def test_photometric_augmentation_touches_input_only():
     assert np.abs(xh - xl).mean() > 0.01           # while the input was degraded
     x0, y0 = augment_pair(np.random.default_rng(3), fill, np.zeros_like(dsa), 48, heavy)
     assert np.all(y0 == 0) and x0.std() > 0        # no vessels → zero target, whatever the input noise
+
+
+def test_collimation_blocks_beam_and_iodine_outside_the_field():
+    """fill' = w·fill + (1−w)·p_out and dsa' = w·dsa with one shutter transmission w per pixel: the
+    mask (fill − dsa) is shuttered identically, so the pair stays a physical fill/iodine pair."""
+    fill, dsa = tube_source(64, n_tubes=6)(np.random.default_rng(2))
+    shuttered = 0
+    for seed in range(6):
+        fc, dc = collimate(np.random.default_rng(seed), fill, dsa)
+        on = dsa > 0.1
+        w = dc[on] / dsa[on]
+        assert np.all((w >= 0) & (w <= 1 + 1e-9))
+        part = w < 0.99
+        if part.any():
+            p_out = (fc[on][part] - w[part] * fill[on][part]) / (1 - w[part])
+            assert np.ptp(p_out) < 1e-3 * abs(p_out.mean())       # one blocked-beam level
+            assert p_out.mean() > np.percentile(fill, 99)           # darker than any anatomy
+            shuttered += int((w < 0.01).sum())
+    assert shuttered > 0
+
+
+def test_8bit_display_quantises_the_input_and_keeps_the_target_exact():
+    fill, dsa = tube_source(64)(np.random.default_rng(4))
+    aug = Augment(iodine=(1.0, 1.0), flip=False, rot90=False, p_affine=0.0, p_transmission_lut=0.0,
+                  gamma=(1.0, 1.0), p_noise=0.0, p_blur=0.0, p_lowfreq=0.0, p_collimate=0.0, p_display8=1.0)
+    x, y = augment_pair(np.random.default_rng(0), fill, dsa, 64, aug)
+    _, y_other = augment_pair(np.random.default_rng(0), fill, dsa, 64, Augment(**{**aug.to_dict(), "p_noise": 1.0}))
+    np.testing.assert_array_equal(y, y_other)  # input noise never reaches the target
+    levels = np.unique(np.round(x, 5))
+    assert 8 < len(levels) <= 256               # an 8-bit display has at most 256 grey levels
+    # the target is f(fill) − f(fill − dsa) through the exact (unquantised) LUT: zero off the tubes,
+    # positive on them except where the display saturates
+    # positive on them except where the display saturates (3×3 tolerance: the crop's half-pixel centre)
+    near = ndimage.maximum_filter(dsa, 3)
+    assert np.all(y[near == 0] == 0) and y.min() >= 0
+    assert (y[ndimage.minimum_filter(dsa, 3) > 0.05] > 0).mean() > 0.9
 
 
 def test_dataset_items_depend_only_on_index():

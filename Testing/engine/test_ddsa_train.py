@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import torch
 
 from angiorecon.ddsa.data import full_frame_pairs
@@ -134,3 +135,18 @@ def test_ddsa_train_cli_under_torchrun_writes_only_from_rank0(tmp_path):
     weights = load_checkpoint(out / "ddsa_weights.pt")
     assert weights["step"] >= 1 and weights["meta"]["world_size"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "train_ct.nii.gz", "val_ct.nii.gz"]
+
+
+def test_coronary_pairs_are_consistent_fill_and_iodine():
+    from angiorecon.ddsa.sources import coronary_pairs
+
+    pairs = coronary_pairs(None, 3, seed=1, detector=(128, 128), views_per_tree=2)
+    assert len(pairs) == 3
+    for fill, dsa in pairs:
+        assert fill.shape == dsa.shape == (128, 128) and np.isfinite(fill).all() and dsa.min() >= 0
+    fill, dsa = (np.stack(a) for a in zip(*pairs))
+    assert (dsa > 0.05).mean() > 0.005                           # opacified arteries in the fields
+    # the fill is the background plus that iodine: darker (higher) on the vessels than around them
+    on = dsa > 0.1
+    near = ndimage.binary_dilation(on, iterations=3, structure=np.ones((1, 3, 3))) & (dsa == 0)
+    assert fill[on].mean() > fill[near].mean()

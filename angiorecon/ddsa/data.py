@@ -67,24 +67,36 @@ class Augment:
     blur: tuple[float, float] = (0.3, 1.2)       #: Gaussian σ in pixels, input only
     p_lowfreq: float = 0.5
     lowfreq: tuple[float, float] = (0.0, 0.15)   #: smooth additive field amplitude / frame scale
+    #: circular/rectangular collimator shutters: X-rays blocked outside the field, so fill and mask are
+    #: equally dark there and the DSA is zero (real XCA frames often show the black field border)
+    p_collimate: float = 0.5
+    #: 8-bit display (what PNG angiograms are): exponential LUT windowed on the frame, saturation at
+    #: both ends, quantised to 256 levels on the input; read back with the inference mapping
+    p_display8: float = 0.6
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 NO_AUGMENT = Augment(iodine=(1.0, 1.0), flip=False, rot90=False, p_affine=0.0, p_transmission_lut=0.0, gamma=(1.0, 1.0),
-                     p_noise=0.0, p_blur=0.0, p_lowfreq=0.0)
+                     p_noise=0.0, p_blur=0.0, p_lowfreq=0.0, p_collimate=0.0, p_display8=0.0)
 
 
-def display_curve(rng: np.random.Generator, aug: Augment, fill: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """A random monotonic increasing display mapping of line integrals (identity, gamma, transmission)."""
+def display_curve(rng: np.random.Generator, aug: Augment, fill: np.ndarray
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """A random monotonic increasing display mapping of line integrals (identity, gamma, transmission,
+    8-bit display). Returns ``(f, f_input)``: ``f_input`` is ``f`` plus the 8-bit quantisation, which
+    degrades the input only (the target stays ``f(fill) − f(fill − dsa)``)."""
     lo, hi = np.percentile(fill, [1.0, 99.0])
     span = max(hi - lo, 1e-6)
     g = float(np.exp(rng.uniform(np.log(aug.gamma[0]), np.log(aug.gamma[1]))))
     transmission = rng.random() < aug.p_transmission_lut
     k = float(rng.uniform(1.0, 4.0)) / span  # dynamic range of the linear display
+    display8 = rng.random() < aug.p_display8
+    # 8-bit window: P0.5 of the frame near white (v ≈ 200–255), P99.5 near black (v ≈ 0–40)
+    v_white, v_black = float(rng.uniform(200.0, 255.0)), float(rng.uniform(0.0, 40.0))
 
-    def f(p: np.ndarray) -> np.ndarray:
+    def base(p: np.ndarray) -> np.ndarray:
         q = (p - lo) / span
         q = np.sign(q) * np.abs(q) ** g
         out = lo + span * q
@@ -92,7 +104,44 @@ def display_curve(rng: np.random.Generator, aug: Augment, fill: np.ndarray) -> C
             out = -np.exp(-k * (out - lo)) / k
         return out
 
-    return f
+    if not display8:
+        return base, base
+    b_lo, b_hi = np.percentile(base(np.asarray(fill, np.float64)), [0.5, 99.5])
+    t_white, t_black = np.log(v_white + 0.5), np.log(v_black + 0.5)
+    slope = (t_white - t_black) / max(b_hi - b_lo, 1e-6)
+
+    def to_v(p: np.ndarray) -> np.ndarray:
+        return np.clip(np.exp(t_white - slope * (base(p) - b_lo)) - 0.5, 0.0, 255.0)
+
+    def f(p: np.ndarray) -> np.ndarray:
+        return -np.log((to_v(p) + 0.5) / 256.0)
+
+    def f_input(p: np.ndarray) -> np.ndarray:
+        return -np.log((np.round(to_v(p)) + 0.5) / 256.0)
+
+    return f, f_input
+
+
+def collimate(rng: np.random.Generator, fill: np.ndarray, dsa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shutters on a frame: outside a circle and/or straight edges the beam is blocked (very high line
+    integral, no iodine signal), with a soft penumbra a few pixels wide."""
+    h, w = fill.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    inside = np.full((h, w), np.inf)
+    if rng.random() < 0.7:  # circular field (image intensifier / round crop)
+        cy, cx = h / 2 + rng.uniform(-0.25, 0.25) * h, w / 2 + rng.uniform(-0.25, 0.25) * w
+        radius = rng.uniform(0.45, 0.8) * max(h, w)
+        inside = np.minimum(inside, radius - np.hypot(yy - cy, xx - cx))
+    for _ in range(int(rng.integers(0, 3))):  # straight shutter blades
+        a = rng.uniform(0, 2 * np.pi)
+        d = rng.uniform(0.3, 0.5) * max(h, w)
+        inside = np.minimum(inside, d - ((yy - h / 2) * np.sin(a) + (xx - w / 2) * np.cos(a)))
+    if not np.isfinite(inside).any():
+        return fill, dsa
+    weight = 1.0 / (1.0 + np.exp(-inside / rng.uniform(0.5, 3.0)))
+    lo, hi = np.percentile(fill, [1.0, 99.0])
+    p_out = hi + rng.uniform(0.5, 3.0) * max(hi - lo, 1e-3)
+    return weight * fill + (1 - weight) * p_out, weight * dsa
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -108,9 +157,11 @@ def augment_pair(rng: np.random.Generator, fill: np.ndarray, dsa: np.ndarray, pa
     dsa = np.asarray(dsa, np.float64)
     k = float(np.exp(rng.uniform(np.log(aug.iodine[0]), np.log(aug.iodine[1]))))
     fill, dsa = fill + (k - 1) * dsa, k * dsa  # more/less iodine: same physics, consistent pair
-    f = display_curve(rng, aug, fill)
-    shown = f(fill)
-    target_full = shown - f(fill - dsa)
+    if rng.random() < aug.p_collimate:
+        fill, dsa = collimate(rng, fill, dsa)
+    f, f_input = display_curve(rng, aug, fill)
+    shown = f_input(fill)
+    target_full = f(fill) - f(fill - dsa)
     centre, scale = frame_stats(shown)
 
     h, w = fill.shape

@@ -61,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CT for training pairs: a sample name (angiorecon.data) or a HU volume path [::VESSEL_MASK]")
     d.add_argument("--val-ct", required=True,
                    help="a different CT (name or path[::MASK]) for validation on held-out anatomy")
+    d.add_argument("--vessels", choices=("coronary", "trees", "mixed"), default="coronary",
+                   help="coronary: selective coronary injections over the CT (XCA-like); trees: body-wide "
+                        "synthetic (or the CT's real) vessels at IV-to-selective iodine; mixed: half each")
+    d.add_argument("--iodine", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="iodine amount augmentation range (x k, log-uniform); default 0.7 2 for coronary, "
+                        "1 10 otherwise")
     d.add_argument("--pool", type=int, default=256, help="simulated training frames (then augmented crops)")
     d.add_argument("--val-frames", type=int, default=16)
     d.add_argument("--detector", type=int, default=256, help="simulated detector size (square, pixels)")
@@ -83,8 +89,9 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
                   "gan": args.gan, "n_critic": args.n_critic, "l1_weight": args.l1_weight, "amp": args.amp,
                   "seed": args.seed, "arch": args.arch, "arch_overrides": overrides,
                   "val_every": args.val_every, "ckpt_every": args.ckpt_every, "workers": args.workers,
-                  "time_budget_min": args.time_budget},
-        "data": {"train_ct": args.train_ct, "val_ct": args.val_ct, "pool": args.pool,
+                  "time_budget_min": args.time_budget,
+                  "augment": {"iodine": list(args.iodine or ((0.7, 2.0) if args.vessels == "coronary" else (1.0, 10.0)))}},
+        "data": {"train_ct": args.train_ct, "val_ct": args.val_ct, "pool": args.pool, "vessels": args.vessels,
                  "val_frames": args.val_frames, "detector": args.detector},
         "resume": str(Path(args.resume).absolute()) if args.resume else None,
     }
@@ -94,7 +101,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     import torch.distributed as dist
 
     from ..ddsa.data import full_frame_pairs
-    from ..ddsa.sources import simulated_pool
+    from ..ddsa.sources import training_pool
     from ..ddsa.train import TrainConfig, Trainer, export_weights, init_distributed, load_checkpoint
 
     try:
@@ -110,12 +117,13 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     t0 = time.perf_counter()
     detector = (int(data.get("detector", 256)),) * 2
     with ctx.timed("simulate"):
-        pool = simulated_pool(data.get("train_ct", "aorta_cta"), int(data.get("pool", 256)),
-                              seed=cfg.seed + 7919 * info.rank, detector=detector,
-                              progress=lambda f, m: ctx.progress(0.15 * f, "simulate", m))
-        val_source = simulated_pool(data["val_ct"], int(data.get("val_frames", 16)),
-                                    seed=10_000 + cfg.seed, detector=detector,
-                                    progress=lambda f, m: ctx.progress(0.15 + 0.05 * f, "simulate", f"validation {m}"))
+        vessels = str(data.get("vessels", "coronary"))
+        pool = training_pool(data.get("train_ct", "aorta_cta"), int(data.get("pool", 256)), vessels=vessels,
+                             seed=cfg.seed + 7919 * info.rank, detector=detector,
+                             progress=lambda f, m: ctx.progress(0.15 * f, "simulate", m))
+        val_source = training_pool(data["val_ct"], int(data.get("val_frames", 16)), vessels=vessels,
+                                   seed=10_000 + cfg.seed, detector=detector,
+                                   progress=lambda f, m: ctx.progress(0.15 + 0.05 * f, "simulate", f"validation {m}"))
     val_frames = full_frame_pairs(val_source, len(val_source), seed=cfg.seed) if info.is_main else None
     trainer = Trainer(cfg, pool, device=ctx.device, dist_info=info)
     if job.get("resume"):
@@ -131,7 +139,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         return
     best = ctx.out / ("best.pt" if (ctx.out / "best.pt").exists() else "last.pt")
     wall = time.perf_counter() - t0
-    meta = {"train_ct": data.get("train_ct"), "val_ct": data.get("val_ct"), "pool": len(pool),
+    meta = {"train_ct": data.get("train_ct"), "val_ct": data.get("val_ct"), "vessels": vessels, "pool": len(pool),
             "seed": cfg.seed, "wall_seconds": round(wall, 1), "world_size": info.world,
             "device": ctx.device, "selected": best.name}
     export_weights(load_checkpoint(best), ctx.path("ddsa_weights.pt"), **meta)
