@@ -1,0 +1,80 @@
+"""AutoCAR-style reconstruction: visual hull → learned refinement → vascular-graph optimisation.
+
+Candidates for the graph stage come from two independent sources so that neither's failure mode
+dominates: the skeleton of the (refined) hull, and epipolar centerline matches in both directions
+between every pair of views. Ghost pruning (``graph.select_branches``) keeps the candidates that
+explain the masks of every view; the fit then makes one connected tree with radii.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..vessels.centerlines import extract_centerlines
+from .epipolar import epipolar_curves
+from .graph import ViewMaps, connect_tree, fit_tree, select_branches, tubes_to_occupancy
+from .hull import visual_hull
+from .problem import CoronaryProblem, CoronaryResult, Progress
+
+#: graph-fit iterations per preset (the fit is the slow part on CPU)
+PRESETS = {"fast": 60, "quality": 200}
+
+
+def _refined(problem: CoronaryProblem, hull: np.ndarray, device: str) -> tuple[np.ndarray, str]:
+    """C3's learned hull refinement when its shipped weights are present; the raw hull otherwise."""
+    try:
+        from .refine import refine_hull
+
+        occ, _centerness = refine_hull(problem, hull, device=device)
+        return occ, "learned refinement"
+    except (ImportError, FileNotFoundError) as exc:
+        return hull, f"raw hull (refiner unavailable: {exc})"
+
+
+def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
+                        progress: Progress | None = None, refine: bool = True) -> CoronaryResult:
+    """Hull (+ refinement) and epipolar candidates → pruned, connected, fitted centerline tree → tubes."""
+    report = progress or (lambda f, m: None)
+    if preset not in PRESETS:
+        from ..errors import BadInput
+
+        raise BadInput(f"unknown autocar preset {preset!r}; choose one of {sorted(PRESETS)}")
+    grid = problem.grid
+    report(0.02, "visual hull")
+    hull = visual_hull(problem.geometry, problem.masks, grid)
+    source = "raw hull"
+    if refine:
+        report(0.1, "hull refinement")
+        hull, source = _refined(problem, hull, device)
+    views = ViewMaps.from_masks(problem.masks)
+    report(0.25, "epipolar candidates")
+    curves: list[np.ndarray] = []
+    radii: list[np.ndarray] = []
+    n = problem.geometry.n_views
+    for a in range(n):
+        for b in range(n):
+            if a != b:
+                c, r = epipolar_curves(problem, views, ref=a, other=b)
+                curves += c
+                radii += r
+    n_epi = len(curves)
+    report(0.35, "hull skeleton candidates")
+    cl = extract_centerlines(hull >= 0.5, grid)
+    for br in cl.branches:
+        if len(br.points) >= 2:
+            curves.append(br.points)
+            radii.append(np.full(len(br.points), float(np.nanmedian(br.radii)) if np.isfinite(br.radii).any() else 0.5))
+    report(0.45, f"ghost pruning among {len(curves)} candidates")
+    keep, sel = select_branches(curves, problem.geometry, views)
+    tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
+    fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=PRESETS[preset], device=device,
+                                progress=lambda f, m: report(0.5 + 0.4 * f, m))
+    report(0.92, "tubes")
+    occ = tubes_to_occupancy(fitted, grid)
+    info: dict[str, Any] = {"method": "autocar", "preset": preset, "candidate_source": source,
+                            "epipolar_candidates": n_epi, "hull_candidates": len(curves) - n_epi,
+                            "selection": sel, "fit": fit_info, "components": fitted.n_components()}
+    report(1.0, "autocar done")
+    return CoronaryResult(occ, grid, fitted.to_centerlines(float(grid.spacing.min())), info)
