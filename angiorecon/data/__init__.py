@@ -18,6 +18,7 @@ SAMPLES: dict[str, tuple[str, str, dict[int, str]]] = {
     "aorta_cta": ("aorta_cta/ct.nii.gz", "aorta_cta/vessel_labels.nii.gz", {
         1: "aorta", 2: "brachiocephalic_trunk", 3: "common_carotid_artery_left",
         4: "subclavian_artery_left", 5: "celiac_trunk", 6: "superior_mesenteric_artery"}),
+    "pulmonary_cta": ("pulmonary_cta/ct.nii.gz", "pulmonary_cta/vessel_labels.nii.gz", {1: "pulmonary_artery"}),
 }
 
 

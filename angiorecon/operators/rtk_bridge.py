@@ -126,3 +126,22 @@ def rtk_fdk(projections: np.ndarray, grid: VolumeGrid, geometry: ConeBeamGeometr
     f.SetGeometry(geo)
     f.Update()
     return itk.array_from_image(f.GetOutput()).copy()
+
+
+def rtk_sart(projections: np.ndarray, grid: VolumeGrid, geometry: ConeBeamGeometry, *, iterations: int = 10,
+             subsets: int = 5, relaxation: float = 0.9) -> np.ndarray:
+    """RTK (OS-)SART with positivity and Joseph projectors → ``[z, y, x]`` (the iterative peer)."""
+    itk, rtk = _itk()
+    q = rtk_frame(geometry)
+    proj = projections_to_itk(projections, geometry)
+    vol0 = volume_to_itk(np.zeros(grid.shape, np.float32), grid, q)
+    f = rtk.SARTConeBeamReconstructionFilter[type(vol0), type(vol0)].New()
+    f.SetInput(0, vol0)
+    f.SetInput(1, proj)
+    f.SetGeometry(to_rtk_geometry(geometry, q))
+    f.SetNumberOfIterations(int(iterations))
+    f.SetNumberOfProjectionsPerSubset(max(1, int(np.ceil(geometry.n_views / max(1, subsets)))))
+    f.SetLambda(float(relaxation))
+    f.SetEnforcePositivity(True)
+    f.Update()
+    return itk.array_from_image(f.GetOutput()).copy()
