@@ -171,3 +171,28 @@ def test_bad_inputs_name_file_and_tag(tmp_path, coronary_case):
         load_views([tmp_path / "missing.dcm"])
     with pytest.raises(BadInput, match="2 frame indices for 1 views"):
         load_views([img], frames=[0, 0])
+
+
+def test_cardiac_cycles_from_enhanced_trigger_delays(tmp_path):
+    """Per-frame Cardiac Synchronization Sequence: delay / R-R gives the phase, a drop starts a new cycle."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from angiorecon.coronary.views import cardiac_cycles
+
+    _run_with_contrast(tmp_path / "e.dcm", 5, best=0)
+    ds = pydicom.dcmread(tmp_path / "e.dcm")
+    groups = []
+    for delay in (400.0, 600.0, 0.0, 200.0, 400.0):
+        sync = Dataset()
+        sync.NominalCardiacTriggerDelayTime = delay
+        sync.RRIntervalTimeNominal = 800.0
+        g = Dataset()
+        g.CardiacSynchronizationSequence = Sequence([sync])
+        groups.append(g)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    ds.save_as(tmp_path / "e.dcm")
+    cyc, source = cardiac_cycles(tmp_path / "e.dcm", np.arange(5) * 0.2)
+    assert source.startswith("CardiacSynchronizationSequence")
+    np.testing.assert_allclose(cyc, [0.5, 0.75, 1.0, 1.25, 1.5])
