@@ -30,6 +30,7 @@ TASKS: dict[str, str] = {
     "project": "angiorecon.pipelines.project",
     "reconstruct": "angiorecon.pipelines.reconstruct",
     "demo": "angiorecon.pipelines.demo",
+    "coronary": "angiorecon.pipelines.coronary",
 }
 
 

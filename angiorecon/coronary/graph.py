@@ -381,6 +381,9 @@ def tubes_to_occupancy(tree: PointTree, grid: VolumeGrid, step: float | None = N
     d, j = d.reshape(len(centres), kk), j.reshape(len(centres), kk)
     val = np.clip(0.5 + (rs[j] - d) / vox, 0.0, 1.0).max(axis=1)
     occ[cand[:, 0], cand[:, 1], cand[:, 2]] = val
+    # the voxel holding each centreline sample is lumen, so tubes thinner than a voxel stay connected
+    i = idx[inside]
+    occ[i[:, 2], i[:, 1], i[:, 0]] = np.maximum(occ[i[:, 2], i[:, 1], i[:, 0]], 0.5)
     return occ
 
 

@@ -1,0 +1,278 @@
+"""``coronary``: 3D coronary arteries from two (or a few) angiographic views.
+
+Views (XA DICOM, or PNG/NIfTI + JSON sidecar) → 2D vessel probability (Frangi, the learned
+segmenter, or user masks) → a 3D method from ``coronary.methods`` → occupancy volume, vessel mask,
+mesh, centerline tree with radii, reprojection overlays per view, reprojection Dice and, with a
+reference (a ``simulate two-view`` folder, a mask volume or a mesh), 3D scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInput
+from ..worker import TaskContext
+
+HELP = "3D coronary tree from two or more angiographic views (hull, epipolar, AutoCAR-style graph, fields)"
+
+SEGMENTATIONS = ("frangi", "learned", "masks")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MESH_SUFFIXES = (".vtp", ".vtk", ".stl", ".ply", ".obj")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..coronary.methods import DEFAULT_METHOD, METHODS
+
+    p.add_argument("views", nargs="+", type=Path, help="one file per view: XA DICOM, or PNG/NIfTI with a JSON sidecar")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--frames", type=int, nargs="+", help="0-based frame index per view (multi-frame runs)")
+    sel.add_argument("--match-phase", action="store_true", help="pick frames at the same cardiac phase")
+    p.add_argument("--sidecar", type=Path, nargs="+", help="JSON geometry sidecar per view (image inputs)")
+    p.add_argument("--segmentation", choices=SEGMENTATIONS, default="frangi", help="2D vessel segmentation")
+    p.add_argument("--masks", type=Path, nargs="+",
+                   help="vessel mask per view (or one [views, rows, cols] stack); implies --segmentation masks")
+    p.add_argument("--method", default="default", choices=["default", *METHODS],
+                   help=f"3D method (default: {DEFAULT_METHOD})")
+    p.add_argument("--voxel", type=float, help="voxel size of the reconstruction grid, mm (default 0.5)")
+    p.add_argument("--reference", type=Path, help="truth: a `simulate two-view` folder, a mask volume or a mesh")
+
+
+def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    frames = args.frames or [0] * len(args.views)
+    if args.frames and len(args.frames) != len(args.views):
+        raise BadInput(f"{len(args.frames)} frame indices for {len(args.views)} views; give one per view")
+    job: dict[str, Any] = {
+        "views": [{"path": str(p), "frame": int(f)} for p, f in zip(args.views, frames)],
+        "frame_selection": "cardiac-phase" if args.match_phase else "index",
+        "segmentation": "masks" if args.masks else args.segmentation,
+        "method": args.method,
+        "device": args.device,
+    }
+    if args.masks:
+        job["masks"] = [str(m) for m in args.masks]
+    if args.sidecar:
+        job["sidecars"] = [str(s) for s in args.sidecar]
+    if args.voxel is not None:
+        job["voxel_mm"] = float(args.voxel)
+    if args.reference is not None:
+        job["reference"] = str(args.reference)
+    return job
+
+
+# ----------------------------------------------------------------------------- inputs
+def _validate(job: dict[str, Any]) -> None:
+    views = job.get("views")
+    if not isinstance(views, list) or len(views) < 2:
+        raise BadInput("job 'views' must list at least two views ({'path': ..., 'frame': ...})")
+    for i, v in enumerate(views):
+        if not isinstance(v, dict) or "path" not in v:
+            raise BadInput(f"job view {i + 1} must be an object with 'path' (and 'frame')")
+        if not Path(v["path"]).is_file():
+            raise BadInput(f"view {i + 1}: {v['path']} does not exist")
+    if job.get("segmentation", "frangi") not in SEGMENTATIONS:
+        raise BadInput(f"segmentation must be one of {', '.join(SEGMENTATIONS)}, got {job.get('segmentation')!r}")
+    if job.get("frame_selection", "index") not in ("index", "cardiac-phase"):
+        raise BadInput(f"frame_selection must be 'index' or 'cardiac-phase', got {job.get('frame_selection')!r}")
+    vox = job.get("voxel_mm")
+    if vox is not None and not 0.05 <= float(vox) <= 5.0:
+        raise BadInput(f"voxel_mm must be between 0.05 and 5 mm, got {vox}")
+    if job.get("segmentation") == "masks" and not job.get("masks"):
+        raise BadInput("segmentation 'masks' needs 'masks': one mask file per view")
+
+
+def _masks(job: dict[str, Any], loaded: Any, device: str) -> np.ndarray:
+    from ..coronary.segment2d import segment_views
+
+    shape = loaded.images.shape
+    masks = job.get("masks")
+    if masks and len(masks) == 1 and shape[0] > 1:        # one [views, rows, cols] stack
+        from ..coronary.views import read_stack_file
+
+        m = read_stack_file(masks[0]).astype(np.float32)
+        if m.shape != shape:
+            raise BadInput(f"mask stack {masks[0]} is {list(m.shape)} but the views are {list(shape)} "
+                           "(give one mask per view or a [views, rows, cols] stack)")
+        hi = float(m.max())
+        if hi <= 0:
+            raise BadInput(f"mask stack {masks[0]} is empty")
+        return np.clip(m / hi if hi > 1 else m, 0, 1)
+    return segment_views(loaded, job.get("segmentation", "frangi"), masks, device=device)
+
+
+def _reference(path: Path) -> tuple[str, Any]:
+    """('mask', (array, grid)) or ('mesh', (vertices, faces)) from a truth folder, mask volume or mesh."""
+    from ..formats.volume import read_volume
+
+    if path.is_dir():
+        for rel in ("truth/vessel_mask.nii.gz", "vessel_mask.nii.gz"):
+            if (path / rel).is_file():
+                arr, grid = read_volume(path / rel)
+                return "mask", (np.asarray(arr) > 0, grid)
+        raise BadInput(f"reference folder {path} has no truth/vessel_mask.nii.gz (expected a `simulate two-view` "
+                       "output folder)")
+    if not path.is_file():
+        raise BadInput(f"reference {path} does not exist")
+    name = path.name.lower()
+    if name.endswith(VOLUME_SUFFIXES):
+        arr, grid = read_volume(path)
+        arr = np.asarray(arr)
+        if not (arr > 0).any():
+            raise BadInput(f"reference mask {path} is empty")
+        return "mask", (arr > (0.5 if arr.max() <= 1 else 0), grid)
+    if name.endswith(MESH_SUFFIXES):
+        from ..formats.mesh import read_mesh
+
+        v, f, _ = read_mesh(path)
+        if len(f) == 0:
+            raise BadInput(f"reference mesh {path} has no triangles")
+        return "mesh", (v, f)
+    raise BadInput(f"reference {path.name!r}: expected a truth folder, a mask volume ({', '.join(VOLUME_SUFFIXES)}) "
+                   f"or a mesh ({', '.join(MESH_SUFFIXES)})")
+
+
+# ----------------------------------------------------------------------------- outputs
+def reprojection(occupancy: np.ndarray, grid: Any, geometry: Any) -> np.ndarray:
+    """Binary silhouettes [V, H, W] of the reconstructed lumen (chord > half a voxel)."""
+    from ..operators import forward_project
+
+    chord = forward_project((occupancy >= 0.5).astype(np.float32), grid, geometry)
+    return chord > 0.5 * float(grid.spacing.min())
+
+
+def _dice2d(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
+
+
+def _overlay(path: Path, image: np.ndarray, mask: np.ndarray, rendered: np.ndarray, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 5.3))
+    lo, hi = np.percentile(image, [1, 99.5])
+    for a in ax:
+        a.imshow(image, cmap="gray", vmin=lo, vmax=hi)
+        a.axis("off")
+    ax[0].set_title("measured + input mask (green)")
+    ax[0].contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
+    ax[1].set_title("reprojected reconstruction (red) vs mask (green)")
+    ax[1].contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
+    ax[1].contour(rendered.astype(np.float32), levels=[0.5], colors="red", linewidths=0.6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run(job: dict[str, Any], ctx: TaskContext) -> None:
+    from ..coronary.hull import roi_grid
+    from ..coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
+    from ..coronary.problem import CoronaryProblem
+    from ..coronary.views import load_views
+    from ..formats.volume import write_volume
+
+    _validate(job)
+    method = job.get("method", "default")
+    name = DEFAULT_METHOD if method == "default" else method
+    if name not in METHODS:
+        raise BadInput(f"unknown coronary method {method!r}; choose default or one of {', '.join(METHODS)}")
+    device = ctx.device
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ctx.progress(0.0, "load", f"{len(job['views'])} views")
+    phase = job.get("frame_selection", "index") == "cardiac-phase"
+    frames = None if phase else [int(v.get("frame", 0)) for v in job["views"]]
+    loaded = load_views([v["path"] for v in job["views"]], frames, match_phase=phase, sidecars=job.get("sidecars"))
+    ctx.log(f"views: frames {loaded.frames}, detector {loaded.images.shape[1:]}")
+    ctx.progress(0.05, "segment", job.get("segmentation", "frangi"))
+    masks = _masks(job, loaded, device)
+    timings["load_segment_s"] = time.perf_counter() - t0
+    voxel = float(job.get("voxel_mm", 0.5))
+    grid = roi_grid(loaded.geometry, masks, spacing=voxel)
+    ctx.log(f"grid {grid.shape} at {voxel} mm")
+    problem = CoronaryProblem(loaded.geometry, masks, grid, loaded.images, {"sources": loaded.sources})
+    t1 = time.perf_counter()
+    result = reconstruct(problem, name, device=device,
+                         progress=lambda f, m: ctx.progress(0.1 + 0.6 * f, name, m))
+    timings["reconstruct_s"] = time.perf_counter() - t1
+
+    ctx.progress(0.72, "write", "volume, mask, mesh, centerlines")
+    write_volume(ctx.path("coronary_occupancy.nii.gz"), result.occupancy.astype(np.float32), result.grid)
+    ctx.add_output("volume", "coronary_occupancy.nii.gz", f"{name}: lumen occupancy in [0, 1]")
+    lumen = result.mask()
+    write_volume(ctx.path("coronary_mask.nii.gz"), lumen.astype(np.uint8), result.grid)
+    ctx.add_output("vessel_mask", "coronary_mask.nii.gz", "coronary lumen mask (occupancy ≥ 0.5)")
+    if lumen.any():
+        from ..vessels.surface import volume_to_mesh
+
+        volume_to_mesh(result.occupancy, result.grid, 0.5, smooth=True).write(ctx.path("coronary_mesh.vtp"))
+        ctx.add_output("mesh", "coronary_mesh.vtp", "coronary lumen surface (LPS mm)")
+    tree = result.tree
+    if tree is None and lumen.any():
+        from ..vessels.centerlines import extract_centerlines
+
+        tree = extract_centerlines(lumen, result.grid)
+    if tree is not None and tree.branches:
+        tree.write_markups(ctx.path("centerlines.mrk.json"), "Coronary")
+        ctx.add_output("centerlines", "centerlines.mrk.json", "centerline curves with Radius (markups)")
+        tree.write_vtp(ctx.path("centerlines.vtp"))
+        ctx.add_output("centerlines", "centerlines.vtp", "centerline polylines with Radius (VTP)")
+
+    ctx.progress(0.8, "reproject", "overlays")
+    rendered = reprojection(result.occupancy, result.grid, loaded.geometry)
+    binary = masks >= 0.5
+    metrics: dict[str, Any] = {"method": name, "reprojection_dice": [_dice2d(rendered[v], binary[v])
+                                                                     for v in range(len(binary))]}
+    for v in range(len(binary)):
+        rel = f"overlays/view_{v + 1}.png"
+        ctx.path(rel).parent.mkdir(parents=True, exist_ok=True)
+        _overlay(ctx.path(rel), loaded.images[v], binary[v], rendered[v],
+                 f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}")
+        ctx.add_output("renderings", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
+    if tree is not None:
+        metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length)}
+    if job.get("reference"):
+        ctx.progress(0.88, "evaluate", "against the reference")
+        metrics["reference"] = _evaluate(Path(job["reference"]), result, lumen)
+    metrics["info"] = result.info
+    metrics["timings"] = timings
+    (ctx.path("metrics.json")).write_text(json.dumps(metrics, indent=1, default=_jsonable))
+    ctx.add_output("metrics", "metrics.json", "reprojection Dice per view (+ 3D scores against the reference)")
+    ctx.extra["timings"] = timings
+    ctx.progress(1.0, "done", f"{name}: reprojection Dice {np.mean(metrics['reprojection_dice']):.3f}")
+
+
+def _evaluate(path: Path, result: Any, lumen: np.ndarray) -> dict[str, Any]:
+    kind, ref = _reference(path)
+    if kind == "mask":
+        from ..coronary.scoring import score_occupancy
+
+        arr, grid = ref
+        return {"path": str(path), **score_occupancy(result.occupancy, result.grid, arr, grid)}
+    from ..metrics.evaluate import evaluate_meshes
+    from ..metrics.volume import n_components
+    from ..vessels.surface import volume_to_mesh
+
+    if not lumen.any():
+        raise BadInput("the reconstruction is empty; nothing to compare with the reference mesh")
+    m = volume_to_mesh(result.occupancy, result.grid, 0.5)
+    return {"path": str(path), "components": n_components(lumen),
+            **evaluate_meshes((m.vertices, m.faces), ref, n_samples=20000)}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
