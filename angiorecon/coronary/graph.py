@@ -258,7 +258,9 @@ def connect_tree(curves: list[np.ndarray], radii: list[np.ndarray], *, step: flo
     adj = coo_matrix((w + 1e-6, (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
     span = minimum_spanning_tree(adj + adj.T)
     span = (span + span.T).tocsr()
-    root = int(np.flatnonzero(keep)[np.argmax(np.where(keep, r, -np.inf))])
+    # root: the widest end point (an ostium is an end of the tree, never the middle of a branch)
+    ends = keep & (np.diff(span.indptr) <= 1)
+    root = int(np.argmax(np.where(ends if ends.any() else keep, r, -np.inf)))
     parent = np.full(n, -2, dtype=np.int64)
     parent[root] = -1
     order = [root]
@@ -372,8 +374,8 @@ def tubes_to_occupancy(tree: PointTree, grid: VolumeGrid, step: float | None = N
     idx = np.rint(ijk).astype(int)
     inside = ((idx >= 0) & (idx < np.array(grid.shape[::-1]))).all(axis=1)
     near[idx[inside, 2], idx[inside, 1], idx[inside, 0]] = True
-    reach = int(np.ceil((rs.max() + vox) / vox))
-    near = ndimage.binary_dilation(near, iterations=reach)
+    reach = (rs.max() + vox) / vox
+    near = ndimage.distance_transform_edt(~near) <= reach
     cand = np.argwhere(near)                                     # (z, y, x)
     centres = grid.index_to_world(cand[:, ::-1])
     kk = min(8, len(s))

@@ -25,7 +25,7 @@ def score_occupancy(pred: np.ndarray, pred_grid: VolumeGrid, ref_mask: np.ndarra
     rm = np.asarray(ref_mask) != 0
     out: dict[str, Any] = {"dice": dice(pm, rm)}
     out.update({k: float(v) for k, v in cldice(pm, rm).items()})
-    out["components"] = n_components(pm)
+    out["components"] = n_components(pred >= 0.5)          # on the prediction's own grid (resampling breaks thin tubes)
     sp, sr = skeleton(pm), skeleton(rm)
     if sp.any() and sr.any():
         a = ref_grid.index_to_world(np.argwhere(sp)[:, ::-1])
