@@ -97,7 +97,8 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
             raise ValueError(_("Select the XA DICOM file of each view."))
         return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
                                  second_frame=p.secondFrame, frame_selection=p.frameSelection,
-                                 segmentation=p.segmentationMethod, method=p.reconstructionMethod)
+                                 segmentation=p.segmentationMethod, method=p.reconstructionMethod,
+                                 device=p.device)
 
     def rolesToLoadFor(self, p: CoronaryTwoViewParameterNode) -> list:
         roles = ["volume", "vessel_mask", "metrics"]
@@ -120,7 +121,8 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
 
 
 class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: the engine worker through this module's logic, and its job building."""
+    """Runs inside Slicer: the engine worker through this module's logic, its job building, and the
+    simulated two-view sample case reconstructed with the visual hull."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -130,6 +132,8 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         self.test_EngineSelfTest()
         self.setUp()
         self.test_CoronaryJob()
+        self.setUp()
+        self.test_ReconstructSampleCase()
 
     def test_EngineSelfTest(self):
         self.delayDisplay("Running the engine self-test")
@@ -147,3 +151,24 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         job = logic.coronaryJob(p)
         self.assertEqual([v["frame"] for v in job["views"]], [0, 12])
         self.assertEqual(job["method"], "default")
+
+    def test_ReconstructSampleCase(self):
+        from SyntheticDSALib import samples
+
+        self.delayDisplay("Simulating the two-view sample case (first use only)")
+        name = "AngioReconCoronaryTwoView"
+        manifest = samples.ensure_sample(name, Path(slicer.app.cachePath) / "AngioRecon",
+                                         env=slicer.util.startupEnvironment())
+        logic = CoronaryTwoViewLogic()
+        p = logic.getParameterNode()
+        for parameter, path in samples.module_inputs(name, manifest).items():
+            setattr(p, parameter, path)
+        p.firstFrame = p.secondFrame = 0
+        p.frameSelection = "index"
+        p.segmentationMethod = "frangi"
+        p.reconstructionMethod = "hull"
+        p.device = "cpu"
+        loaded = logic.runTask("coronary", logic.coronaryJob(p), device="cpu", timeout=600,
+                               rolesToLoad=["mesh", "centerlines"])
+        self.assertGreater(loaded.first("mesh").GetPolyData().GetNumberOfPoints(), 100)
+        self.delayDisplay("Two-view sample case reconstructed")

@@ -467,7 +467,8 @@ class DSAReconstructionLogic(EngineTaskLogic):
 
 
 class DSAReconstructionTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer (``slicer_add_python_unittest``): the engine worker end to end."""
+    """Runs inside Slicer (``slicer_add_python_unittest``): the engine worker end to end, then a small
+    reconstruction of the simulated rotational sample run (simulated on first use, about half a minute)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -477,6 +478,8 @@ class DSAReconstructionTest(ScriptedLoadableModuleTest):
         self.test_EngineSelfTest()
         self.setUp()
         self.test_ViewList()
+        self.setUp()
+        self.test_ReconstructSampleRun()
 
     def test_EngineSelfTest(self):
         """Launch the engine's selftest through the logic and check its manifest."""
@@ -496,3 +499,30 @@ class DSAReconstructionTest(ScriptedLoadableModuleTest):
         self.assertEqual(jobs.parse_view_list("0, 4, 8-10"), [0, 4, 8, 9, 10])
         with self.assertRaises(ValueError):
             jobs.parse_view_list("3-1")
+
+    def test_ReconstructSampleRun(self):
+        """FDK from 10 of the 40 frames of the sample run: vessel volume, segmentation, surface, centerlines."""
+        import numpy as np
+
+        from SyntheticDSALib import samples
+
+        self.delayDisplay("Simulating the sample rotational run (first use only)")
+        name = "AngioReconRotationalRun"
+        manifest = samples.ensure_sample(name, Path(slicer.app.cachePath) / "AngioRecon",
+                                         env=slicer.util.startupEnvironment())
+        dataset = samples.module_inputs(name, manifest)["inputPath"]
+        self.delayDisplay("Reconstructing")
+        job = jobs.reconstruct_job([dataset], method="fdk", views=10, preset=None, skip=["renderings"])
+        loaded = DSAReconstructionLogic().runTask("reconstruct", job, device="cpu", timeout=600,
+                                                  rolesToLoad=["volume", "vessel_mask", "mesh", "centerlines"])
+        self.assertEqual(loaded.manifest["reconstruction"]["views"], list(range(0, 40, 4)))
+        volume = loaded.first("volume")
+        self.assertTrue(volume.IsA("vtkMRMLScalarVolumeNode"))
+        np.testing.assert_allclose(volume.GetSpacing(), [1.5, 1.5, 1.5])
+        segmentation = loaded.first("vessel_mask")
+        self.assertTrue(segmentation.IsA("vtkMRMLSegmentationNode"))
+        self.assertGreater(loaded.first("mesh").GetPolyData().GetNumberOfPoints(), 100)
+        curves = [n for n in loaded.nodes["centerlines"] if n.IsA("vtkMRMLMarkupsCurveNode")]
+        self.assertTrue(curves)
+        self.assertIsNotNone(curves[0].GetMeasurement("Radius"))
+        self.delayDisplay("Sample run reconstructed")

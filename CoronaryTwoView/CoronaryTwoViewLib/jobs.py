@@ -9,6 +9,7 @@ from DSAReconstructionLib.jobs import DEVICES, absolute
 
 FRAME_SELECTIONS = ("index", "cardiac-phase")
 SEGMENTATION_METHODS = ("frangi", "learned", "masks")
+#: ``coronary --method`` choices ("default" is the engine's recommended method, autocar).
 CORONARY_METHODS = ("default", "autocar", "sdfcar", "neca", "epipolar", "hull")
 
 
@@ -18,8 +19,8 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
                  sidecars: Iterable[str | os.PathLike[str]] = (), method: str = "default",
                  voxel_mm: float | None = None, reference: str | os.PathLike[str] | None = None,
                  device: str = "auto") -> dict[str, Any]:
-    """``coronary RUN1 RUN2 --frames F1 F2 | --frame-selection cardiac-phase, --segmentation S
-    [--masks M1 M2] [--sidecars J1 J2] --method M [--voxel-mm V] [--reference REF]``.
+    """``coronary VIEW1 VIEW2 [--frames F1 F2 | --match-phase] --segmentation S [--masks M1 M2]
+    [--sidecar J1 J2] --method M [--voxel V] [--reference REF] --device D``.
 
     Each view is an XA DICOM run (or single frame) and a frame index in it; with ``cardiac-phase``
     the engine picks the pair at the same cardiac phase from frame times / ECG tags and the indices
@@ -41,9 +42,17 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
         raise ValueError(f"give one geometry sidecar per view (2) or none, got {len(sidecar_paths)}")
     if voxel_mm is not None and not voxel_mm > 0:
         raise ValueError(f"voxel size must be > 0 mm, got {voxel_mm}")
-    return {"views": [{"path": absolute(first_run), "frame": int(first_frame)},
-                      {"path": absolute(second_run), "frame": int(second_frame)}],
-            "frame_selection": frame_selection, "segmentation": segmentation, "masks": mask_paths,
-            "sidecars": sidecar_paths, "method": method,
-            "voxel_mm": None if voxel_mm is None else float(voxel_mm),
-            "reference": absolute(reference) if reference else None, "device": device}
+    job: dict[str, Any] = {"views": [{"path": absolute(first_run), "frame": int(first_frame)},
+                                     {"path": absolute(second_run), "frame": int(second_frame)}],
+                           "frame_selection": frame_selection, "segmentation": segmentation, "method": method,
+                           "device": device}
+    # optional keys only when given, as the task's job_from_args writes them
+    if mask_paths:
+        job["masks"] = mask_paths
+    if sidecar_paths:
+        job["sidecars"] = sidecar_paths
+    if voxel_mm is not None:
+        job["voxel_mm"] = float(voxel_mm)
+    if reference:
+        job["reference"] = absolute(reference)
+    return job

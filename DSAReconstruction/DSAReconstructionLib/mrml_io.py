@@ -29,6 +29,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MODEL_SUFFIXES = (".vtp", ".vtk", ".stl", ".ply", ".obj")
 TABLE_SUFFIXES = (".csv", ".tsv")
+#: 2D pictures the engine writes for the reader (reprojection overlays), loaded as colour images.
+PICTURE_SUFFIXES = (".png",)
+#: roles whose pictures are loaded (other pictures, e.g. previews, stay files).
+PICTURE_ROLES = frozenset({"renderings", "overlays"})
 #: manifest roles that are files for the user, not scene content.
 NOT_LOADED_ROLES = frozenset({"log", "dataset", "dicom", "preview", "other"})
 #: roles whose image files are projection stacks [frames, rows, cols] → 2D+t sequences.
@@ -143,6 +147,29 @@ def load_volume(scene: Any, path: str | Path, name: str | None = None, *, labelm
     node.CreateDefaultDisplayNodes()
     if color_node_id:
         node.GetDisplayNode().SetAndObserveColorNodeID(color_node_id)
+    return node
+
+
+def load_picture(scene: Any, path: str | Path, name: str | None = None) -> Any:
+    """A PNG as a colour (vector) volume, shown upright in the axial slice view.
+
+    The PNG reader stores rows bottom-up, so IJK→RAS = diag(−1, 1, 1) puts the picture's top row
+    at the top of the view and keeps its left on the left.
+    """
+    path = Path(path)
+    reader = vtk.vtkPNGReader()
+    if not reader.CanReadFile(str(path)):
+        raise OSError(f"{path} is not a PNG file")
+    reader.SetFileName(str(path))
+    reader.Update()
+    image = vtk.vtkImageData()
+    image.DeepCopy(reader.GetOutput())
+    image.SetOrigin(0.0, 0.0, 0.0)
+    image.SetSpacing(1.0, 1.0, 1.0)
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name or _name(path))
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(_vtk_matrix(np.diag([-1.0, 1.0, 1.0, 1.0])))
+    node.CreateDefaultDisplayNodes()
     return node
 
 
@@ -507,6 +534,8 @@ def is_loadable(output: Mapping[str, Any], folder: Path) -> bool:
     if output["role"] in NOT_LOADED_ROLES or not path.is_file():
         return False
     suffix = _suffix(path)
+    if suffix in PICTURE_SUFFIXES:
+        return output["role"] in PICTURE_ROLES
     return (suffix in (".mrk.json", ".seq.nrrd", ".seg.nrrd") or suffix in VOLUME_SUFFIXES
             or suffix in MODEL_SUFFIXES or suffix in TABLE_SUFFIXES
             or (suffix == ".json" and output["role"] in ("metrics", "table")))
@@ -522,6 +551,8 @@ def load_output(scene: Any, output: Mapping[str, Any], folder: Path) -> list[Any
     suffix = _suffix(path)
     if suffix == ".mrk.json":
         return load_markups(scene, path)
+    if suffix in PICTURE_SUFFIXES:
+        return [load_picture(scene, path, name)]
     if suffix == ".seq.nrrd":
         return list(load_volume_sequence(scene, path, name))
     if suffix == ".seg.nrrd" or (role in MASK_ROLES and suffix in VOLUME_SUFFIXES):

@@ -39,3 +39,9 @@ def new_mrml_scene(tmp_path):
     yield make
     for headless in made:
         headless.close()
+
+
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory):
+    """One cache folder of simulated sample cases for the whole session (each case is simulated once)."""
+    return tmp_path_factory.mktemp("angiorecon-samples")

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import pytest
 
 import module_paths  # noqa: F401  (puts the module folders on sys.path)
 from angiorecon.cli import build_parser
-from CoronaryTwoViewLib.jobs import coronary_job
+from CoronaryTwoViewLib.jobs import CORONARY_METHODS, coronary_job
 from DSAReconstructionLib import jobs
 from SyntheticDSALib.jobs import SIMULATE_DEFAULTS, ddsa_job, simulate_job
 
@@ -104,31 +103,34 @@ def test_ddsa_job_equals_engine_cli(tmp_path):
                  "--batch", "2"], tmp_path)
 
 
-#: the ``coronary`` job as agreed with the engine task's author (used until the task exists).
-CORONARY_KEYS = {"views", "frame_selection", "segmentation", "masks", "sidecars", "method", "voxel_mm", "reference",
-                 "device"}
+def test_coronary_methods_are_the_engines():
+    from angiorecon.coronary.methods import METHODS
+
+    assert set(CORONARY_METHODS) == {"default", *METHODS}
 
 
-def test_coronary_job(tmp_path):
+@pytest.mark.parametrize("kwargs, argv", [
+    ({}, []),
+    ({"second_frame": 12, "method": "hull"}, ["--frames", "0", "12", "--method", "hull"]),
+    ({"frame_selection": "cardiac-phase", "segmentation": "learned", "device": "cpu"},
+     ["--match-phase", "--segmentation", "learned", "--device", "cpu"]),
+    ({"segmentation": "masks", "masks": ["M1", "M2"], "sidecars": ["J1", "J2"], "voxel_mm": 0.4, "reference": "REF"},
+     ["--masks", "M1", "M2", "--sidecar", "J1", "J2", "--voxel", "0.4", "--reference", "REF"]),
+])
+def test_coronary_job_equals_engine_cli(tmp_path, kwargs, argv):
+    """Paths: the engine keeps them as typed, so absolute paths are given to both."""
+    def path(x):
+        return str(tmp_path / x) if x in ("M1", "M2", "J1", "J2", "REF") else x
+
+    kwargs = {k: [path(x) for x in v] if isinstance(v, list) else path(v) if isinstance(v, str) else v
+              for k, v in kwargs.items()}
     a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
-    job = coronary_job(a, b, second_frame=12, segmentation="masks", masks=[tmp_path / "m1.nrrd", tmp_path / "m2.nrrd"],
-                       method="hull", voxel_mm=0.4)
-    assert set(job) == CORONARY_KEYS
-    assert job["views"] == [{"path": str(a), "frame": 0}, {"path": str(b), "frame": 12}]
-    assert job["masks"] == [str(tmp_path / "m1.nrrd"), str(tmp_path / "m2.nrrd")]
-    assert (job["frame_selection"], job["segmentation"], job["method"], job["voxel_mm"], job["device"]) == (
-        "index", "masks", "hull", 0.4, "auto")
+    assert coronary_job(a, b, **kwargs) == _engine_job("coronary", [a, b, *map(path, argv)], tmp_path)
+
+
+def test_coronary_job_rejects_bad_choices(tmp_path):
+    a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
     with pytest.raises(ValueError, match="unknown method"):
         coronary_job(a, b, method="magic")
     with pytest.raises(ValueError, match="one mask per view"):
         coronary_job(a, b, segmentation="masks")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("angiorecon.pipelines.coronary") is None,
-                    reason="the coronary engine task is not written yet (the agreed keys are checked above)")
-def test_coronary_job_keys_are_the_engines(tmp_path):
-    a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
-    engine = _engine_job("coronary", [a, b], tmp_path)
-    ours = coronary_job(a, b)
-    assert set(ours) == set(engine)
-    assert ours["views"] == engine["views"] and ours["method"] == engine["method"]

@@ -8,6 +8,7 @@ Minimal stand-ins for exactly those are installed here, so the code that runs in
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -15,6 +16,7 @@ import time
 import types
 import typing
 import unittest
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -52,17 +54,27 @@ class _QTimer:
 
 
 def _parameter_node_wrapper(cls):
-    """Stand-in for ``@parameterNodeWrapper``: plain attributes with the declared defaults."""
+    """Stand-in for ``@parameterNodeWrapper``: plain attributes with the declared defaults, one
+    wrapper per parameter node so values persist like in Slicer."""
     hints = typing.get_type_hints(cls, include_extras=True)
+    wrappers = {}
+
+    def __new__(wrapper_cls, node):
+        if node.GetID() not in wrappers:
+            wrappers[node.GetID()] = object.__new__(wrapper_cls)
+            wrappers[node.GetID()]._fresh = True
+        return wrappers[node.GetID()]
 
     def __init__(self, node):
+        if not self.__dict__.pop("_fresh", False):
+            return
         self.parameterNode = node
         for name, hint in hints.items():
             base = typing.get_origin(hint) is typing.Annotated and typing.get_args(hint)[0] or hint
             default = getattr(cls, name, None)
             setattr(self, name, default if default is not None else (Path() if base is Path else None))
 
-    return type(cls.__name__, (), {"__init__": __init__, "__annotations__": cls.__annotations__})
+    return type(cls.__name__, (), {"__new__": __new__, "__init__": __init__, "__annotations__": cls.__annotations__})
 
 
 class _Logic:
@@ -70,7 +82,14 @@ class _Logic:
         self.moduleName = type(self).__name__.removesuffix("Logic")
 
     def getParameterNode(self):
-        return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", self.moduleName)
+        """The module's singleton parameter node (created on first use), as in Slicer."""
+        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag(self.moduleName)
+            node.SetName(self.moduleName)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
 
 
 class _Test(unittest.TestCase):
@@ -79,8 +98,9 @@ class _Test(unittest.TestCase):
 
 
 @pytest.fixture
-def modules(monkeypatch, tmp_path, mrml_scene):
-    """The three module files imported with the application layer stubbed; Slicer's temp folder in tmp_path."""
+def modules(monkeypatch, tmp_path, mrml_scene, sample_cache):
+    """The three module files imported with the application layer stubbed; Slicer's temp folder in
+    tmp_path, its cache folder shared by the session (sample cases are simulated once)."""
     stub = types.ModuleType
     qt = stub("qt")
     qt.QTimer = _QTimer
@@ -99,9 +119,16 @@ def modules(monkeypatch, tmp_path, mrml_scene):
     for name, module in (("qt", qt), ("slicer.ScriptedLoadableModule", slm),
                          ("slicer.parameterNodeWrapper", pnw), ("slicer.i18n", i18n)):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path / "slicer-tmp")),
-                        raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
+        temporaryPath=str(tmp_path / "slicer-tmp"), cachePath=str(sample_cache), layoutManager=mock.MagicMock()),
+        raising=False)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(volumerendering=types.SimpleNamespace(
+        logic=lambda: mrml_scene.logic("VolumeRendering"))), raising=False)
     monkeypatch.setattr(slicer.util, "startupEnvironment", lambda: dict(os.environ))
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: None)
+    monkeypatch.setattr(slicer.util, "WaitCursor", contextlib.nullcontext)
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *args: None)
+    monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: getattr(loaded[name], f"{name}Logic")())
     loaded = {}
     for name in MODULES:
         sys.modules.pop(name, None)
@@ -120,6 +147,7 @@ def _pump_until_idle(logic, timeout=120.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_module_self_tests_pass(modules, module):
     """Each module's ScriptedLoadableModuleTest (what ctest runs inside Slicer) passes here too."""

@@ -184,3 +184,33 @@ def test_present_results_of_a_reconstruction(mrml_scene, tmp_path):
     assert backgrounds["Red"] is browser.GetProxyNode(measured_seq)
     assert backgrounds["Yellow"].GetName().startswith("rendered")
     assert mrml_io.rendering_threshold({}, loaded.first("volume")) == pytest.approx(0.01)
+
+
+def test_overlay_pictures_load_upright(mrml_scene, tmp_path):
+    """Coronary reprojection overlays (PNG, role ``renderings``) load as colour images, top row on top;
+    previews stay files."""
+    import json
+
+    import matplotlib.image
+
+    picture = np.zeros((6, 9, 3), np.float32)
+    picture[0, 0] = [1.0, 0.0, 0.0]        # top-left red
+    picture[5, 8] = [0.0, 0.0, 1.0]        # bottom-right blue
+    (tmp_path / "overlays").mkdir()
+    matplotlib.image.imsave(tmp_path / "overlays" / "view_1.png", picture)
+    matplotlib.image.imsave(tmp_path / "mip.png", picture)
+    (tmp_path / "manifest.json").write_text(json.dumps({"task": "coronary", "outputs": [
+        {"role": "renderings", "path": "overlays/view_1.png"}, {"role": "preview", "path": "mip.png"}]}))
+    loaded = mrml_io.load_manifest(mrml_scene.scene, tmp_path / "manifest.json")
+    node = loaded.first("renderings")
+    assert node.IsA("vtkMRMLVectorVolumeNode") and [o["path"] for o in loaded.skipped] == ["mip.png"]
+    assert node.GetImageData().GetDimensions() == (9, 6, 1)
+    arr = slicer.util.arrayFromVolume(node)[0]          # [j, i, rgb(a)]
+    ras_of = mrml_io.ijk_to_ras(node)
+    top_left = np.flatnonzero((arr[..., 0] > 200) & (arr[..., 2] < 50))
+    j, i = np.unravel_index(top_left[0], arr.shape[:2])
+    red_ras = ras_of @ [i, j, 0, 1]
+    j2, i2 = np.unravel_index(np.flatnonzero((arr[..., 2] > 200) & (arr[..., 0] < 50))[0], arr.shape[:2])
+    blue_ras = ras_of @ [i2, j2, 0, 1]
+    # axial view: anterior (A) up, patient right (R) on the screen's left
+    assert red_ras[1] > blue_ras[1] and red_ras[0] > blue_ras[0]
