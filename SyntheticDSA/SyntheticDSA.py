@@ -180,6 +180,22 @@ class SyntheticDSALogic(EngineTaskLogic):
             moduleParameters.inputType = "dataset"
         return [node for nodes in loaded.nodes.values() for node in nodes]
 
+    def showResults(self, loaded: mrml_io.LoadedOutputs) -> None:
+        """Deep DSA: the input frames and the result side by side (input left), playing together."""
+        EngineTaskLogic.showResults(self, loaded)
+        fluoro = self.getParameterNode().fluoroSequence
+        if loaded.manifest.get("task") != "ddsa" or fluoro is None:
+            return
+        results = [n for n in loaded.nodes.get("sequence", []) if n.IsA("vtkMRMLSequenceNode")]
+        inputBrowser = mrml_io.browser_of(slicer.mrmlScene, fluoro)
+        if not results or inputBrowser is None:
+            return
+        inputBrowser.AddSynchronizedSequenceNode(results[0])
+        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(inputBrowser)
+        resultProxy = inputBrowser.GetProxyNode(results[0])
+        if resultProxy is not None:
+            mrml_io.show_side_by_side(slicer.mrmlScene, inputBrowser.GetProxyNode(fluoro), resultProxy)
+
     def startDeepDSA(self, p: SyntheticDSAParameterNode) -> BackgroundProcess:
         if p.fluoroSequence is None:
             raise ValueError(_("Select the fluoroscopy sequence to apply deep DSA to."))

@@ -427,6 +427,15 @@ def add_browser(scene: Any, sequence: Any, name: str | None = None) -> Any:
     return browser
 
 
+def browser_of(scene: Any, sequence: Any) -> Any:
+    """The first browser that plays ``sequence`` (None if none does)."""
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        browser = scene.GetNthNodeByClass(i, "vtkMRMLSequenceBrowserNode")
+        if browser.IsSynchronizedSequenceNode(sequence, True):
+            return browser
+    return None
+
+
 def load_volume_sequence(scene: Any, path: str | Path, name: str | None = None) -> tuple[Any, Any]:
     """A ``.seq.nrrd`` (4D NRRD with index values and per-item attributes) + browser."""
     path = Path(path)

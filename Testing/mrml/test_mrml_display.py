@@ -214,3 +214,22 @@ def test_overlay_pictures_load_upright(mrml_scene, tmp_path):
     blue_ras = ras_of @ [i2, j2, 0, 1]
     # axial view: anterior (A) up, patient right (R) on the screen's left
     assert red_ras[1] > blue_ras[1] and red_ras[0] > blue_ras[0]
+
+
+def test_browser_of_a_sequence_and_synchronised_result(mrml_scene):
+    """What the deep-DSA display does: find the input's browser, play the result with it, side by side."""
+    sc = mrml_scene.scene
+    for name in ("Red", "Yellow"):
+        sc.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(name)
+    fluoro, browser = mrml_io.add_sequence(sc, np.zeros((3, 4, 5), np.float32), "fluoro")
+    result, _ = mrml_io.add_sequence(sc, np.ones((3, 4, 5), np.float32), "ddsa")
+    lone = sc.AddNewNodeByClass("vtkMRMLSequenceNode", "lone")
+    assert mrml_io.browser_of(sc, fluoro) is browser and mrml_io.browser_of(sc, lone) is None
+    browser.AddSynchronizedSequenceNode(result)
+    mrml_scene.logic("Sequences").UpdateProxyNodesFromSequences(browser)
+    left, right = browser.GetProxyNode(fluoro), browser.GetProxyNode(result)
+    assert left is not None and right is not None
+    mrml_io.show_side_by_side(sc, left, right)
+    browser.SetSelectedItemNumber(2)
+    assert sc.GetFirstNodeByClass("vtkMRMLLayoutNode").GetViewArrangement() == \
+        slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
