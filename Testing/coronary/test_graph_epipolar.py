@@ -13,6 +13,13 @@ from angiorecon.coronary.scoring import score_occupancy
 from angiorecon.errors import BadInput
 from angiorecon.geometry import VolumeGrid
 from angiorecon.metrics.volume import n_components
+from coronary_cases import SmallCase
+from coronary_cases import small_case as make_case
+
+
+@pytest.fixture(scope="module")
+def small_case() -> SmallCase:
+    return make_case("right", seed=0)
 
 
 def _score(case, result):

@@ -1,11 +1,11 @@
-"""Shared coronary fixtures: one small simulated two-view case (256² detector, 0.6 mm grid)."""
+"""Small simulated two-view cases shared by the coronary tests (a helper module, not a conftest:
+a second ``conftest`` module name would shadow ``Testing/conftest.py`` for other suites)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 
 from angiorecon.coronary.hull import roi_grid
 from angiorecon.coronary.problem import CoronaryProblem
@@ -23,9 +23,8 @@ class SmallCase:
     problem: CoronaryProblem
 
 
-@pytest.fixture(scope="session")
-def small_case() -> SmallCase:
-    views = simulate_coronary(config=small_config("right"), seed=0)
+def small_case(side: str = "right", seed: int = 0, voxel: float = 0.6) -> SmallCase:
+    views = simulate_coronary(config=small_config(side), seed=seed)
     masks = views.masks_2d.astype(np.float32)
-    grid = roi_grid(views.geometry, masks, spacing=0.6)
+    grid = roi_grid(views.geometry, masks, spacing=voxel)
     return SmallCase(views, CoronaryProblem(views.geometry, masks, grid))

@@ -1,0 +1,93 @@
+"""The ``coronary`` task end to end on a simulated two-view case, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from angiorecon.simulation.products import simulate_coronary, write_coronary
+from conftest import json_events, run_engine
+from coronary_cases import small_config
+
+
+@pytest.fixture(scope="module")
+def sim_folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two_view")
+    views = simulate_coronary(config=small_config("left"), seed=2)
+
+    def path(rel: str) -> Path:
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    write_coronary(views, path)
+    return out
+
+
+def test_task_writes_every_role(sim_folder, tmp_path):
+    out = tmp_path / "out"
+    r = run_engine("coronary", sim_folder / "dicom/view_1.dcm", sim_folder / "dicom/view_2.dcm",
+                   "--masks", sim_folder / "truth/masks_2d.nii.gz", "--voxel", "0.6", "--reference", sim_folder,
+                   "--device", "cpu", "--events", "json", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json_events(r.stdout)
+    assert ev[-1]["event"] == "result"
+    manifest = json.loads((out / "manifest.json").read_text())
+    roles = {o["role"] for o in manifest["outputs"]}
+    assert {"volume", "vessel_mask", "mesh", "centerlines", "renderings", "metrics"} <= roles
+    for o in manifest["outputs"]:
+        assert (out / o["path"]).exists(), o
+    assert (out / "overlays/view_1.png").is_file() and (out / "overlays/view_2.png").is_file()
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["reprojection_dice"]) == 2 and min(m["reprojection_dice"]) > 0.6
+    ref = m["reference"]
+    assert ref["components"] == 1
+    assert ref["dice"] > 0.35 and ref["cldice"] > 0.4      # plumbing; method bounds: test_graph_epipolar
+    curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
+    assert curves and all("Radius" in [mm["name"] for mm in c["measurements"]] for c in curves)
+
+
+def test_job_keys_match_the_contract(sim_folder, tmp_path):
+    from angiorecon.cli import build_parser
+    from angiorecon.pipelines.coronary import job_from_args
+
+    args = build_parser(only="coronary").parse_args(
+        ["coronary", str(sim_folder / "dicom/view_1.dcm"), str(sim_folder / "dicom/view_2.dcm"),
+         "--masks", "a.png", "b.png", "--voxel", "0.7", "--out", str(tmp_path)])
+    job = job_from_args(args)
+    assert job["views"] == [{"path": str(sim_folder / "dicom/view_1.dcm"), "frame": 0},
+                            {"path": str(sim_folder / "dicom/view_2.dcm"), "frame": 0}]
+    assert job["frame_selection"] == "index" and job["segmentation"] == "masks"
+    assert job["masks"] == ["a.png", "b.png"] and job["voxel_mm"] == 0.7 and job["method"] == "default"
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing_view", "does not exist"),
+    ("wrong_mask_stack", "but the views are"),
+    ("one_view", "at least two views"),
+    ("bad_reference", "reference"),
+])
+def test_bad_inputs_exit_2_with_a_specific_message(sim_folder, tmp_path, case, expect):
+    v1, v2 = sim_folder / "dicom/view_1.dcm", sim_folder / "dicom/view_2.dcm"
+    masks = sim_folder / "truth/masks_2d.nii.gz"
+    if case == "missing_view":
+        args = [v1, tmp_path / "nope.dcm", "--masks", masks]
+    elif case == "wrong_mask_stack":
+        from angiorecon.formats.volume import write_stack
+
+        bad = tmp_path / "bad.nii.gz"
+        write_stack(bad, np.ones((2, 10, 10), np.uint8), (1.0, 1.0))
+        args = [v1, v2, "--masks", bad]
+    elif case == "one_view":
+        args = [v1, "--masks", masks]
+    else:
+        bad_ref = tmp_path / "ref.txt"
+        bad_ref.write_text("x")
+        args = [v1, v2, "--masks", masks, "--method", "hull", "--reference", bad_ref]
+    r = run_engine("coronary", *args, "--events", "json", "--out", tmp_path / "out")
+    assert r.returncode == 2, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
+    err = [e for e in json_events(r.stdout) if e["event"] == "error"]
+    assert err and err[-1]["kind"] == "bad-input" and expect in err[-1]["message"], err
