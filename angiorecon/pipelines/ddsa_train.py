@@ -1,11 +1,13 @@
 """``ddsa-train``: train the deep-DSA network on pairs simulated on the fly from real CT.
 
 ``angiorecon ddsa-train --out DIR [--steps N --batch B --lr LR --schedule cosine|step --loss l1|l2
---gan --amp --resume CKPT --seed S --train-ct NAME --val-ct NAME]``
+--gan --amp --resume CKPT --seed S --train-ct NAME --val-ct NAME --vessels coronary|trees|mixed]``
 
-Pairs come from the simulation engine (DRRs of a sample CT at random C-arm poses + synthetic vessels
-+ noise, :mod:`angiorecon.ddsa.sources`); a pool of ``--pool`` frames is simulated first and then
-cropped and augmented afresh for every sample. Validation uses full frames of a *different* CT
+Pairs come from the simulation engine (:mod:`angiorecon.ddsa.sources`): with ``--vessels coronary``
+(default) selective coronary injections (:func:`~angiorecon.simulation.products.simulate_coronary`)
+seen from random C-arm views over the CT, with ``trees`` the body-wide synthetic trees of the pair
+generator; a pool of ``--pool`` frames is simulated first and then cropped and augmented afresh for
+every sample (collimator shutters, 8-bit display, LUTs, noise, blur; :mod:`angiorecon.ddsa.data`). Validation uses full frames of a *different* CT
 (``--val-ct``). Outputs: ``last.pt``/``best.pt`` checkpoints (resumable), ``ddsa_weights.pt`` (the
 inference file of the best checkpoint), ``history.json`` and the manifest.
 
