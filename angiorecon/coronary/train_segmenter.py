@@ -142,8 +142,13 @@ def best_threshold(probs: list[np.ndarray], masks: list[np.ndarray]) -> tuple[fl
 
 def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, crop: int = 256,
           lr: float = 2e-3, real_dir: Path | None = None, real_val: int = 8,
-          scale: tuple[float, float] = (0.5, 1.0)) -> dict[str, Any]:
-    """Train, pick the threshold, write ``out`` (checkpoint) and ``out.json`` (model card)."""
+          scale: tuple[float, float] = (0.5, 1.0), init: Path | None = None,
+          real_fraction: float = 0.5) -> dict[str, Any]:
+    """Train, pick the threshold, write ``out`` (checkpoint) and ``out.json`` (model card).
+
+    ``init``: continue from a checkpoint (its model card is nested in the new one); then real crops
+    are mixed in from the first step, else from half-way. ``real_fraction`` of each mixed batch is real.
+    """
     import torch
     from tqdm import tqdm
 
@@ -167,13 +172,21 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
         real_tr = ([normalise_image(x) for x in rimg[:-real_val]], rmsk[:-real_val])
         real_va = (rimg[-real_val:], rmsk[-real_val:])
     model = build_unet("light")
+    parent: dict[str, Any] | None = None
+    if init is not None:
+        state = torch.load(init, map_location="cpu", weights_only=True)
+        model = build_unet(dict(state["config"]))
+        model.load_state_dict(state["model"])
+        parent = dict(state.get("meta", {}))
+    n_real = int(round(real_fraction * batch))
+    mix_from = 0 if init is not None else steps // 2
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses: list[float] = []
     model.train()
     for step in tqdm(range(steps), desc="training", file=sys.stderr):
-        mixed = real_tr is not None and step >= steps // 2
-        pairs = [sample_real(rng, *real_tr, crop) if mixed and b % 2 else
+        mixed = real_tr is not None and step >= mix_from
+        pairs = [sample_real(rng, *real_tr, crop) if mixed and b < n_real else
                  sample_synthetic(rng, images, masks, crop, scale) for b in range(batch)]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
@@ -212,6 +225,10 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
         "training_data": {"synthetic": f"simulate_coronary, {cases} cases (seeds {seed * 1000}..{seed * 1000 + cases - 1})",
                           "real": (f"{real_dir} (Angios_40_training only): fine-tune {real_names[:-real_val]}, "
                                    f"threshold on {real_names[-real_val:]}") if real_dir else None},
+        "init_from": None if init is None else {"path": str(init), "model_card": parent},
+        "real_fraction_of_mixed_batches": real_fraction,
+        "total_wall_time_s_including_init": round(wall + float((parent or {}).get("total_wall_time_s_including_init",
+                                                                 (parent or {}).get("wall_time_s", 0.0))), 1),
         "license": "trained by this project on its own synthetic data (and BSD-3 xca-cervantes40 training half)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--real-dir", type=Path, default=None, help="Angios_40_training folder (optional fine-tuning)")
     p.add_argument("--real-val", type=int, default=8, help="real images held out to choose the threshold")
+    p.add_argument("--init", type=Path, default=None, help="continue from this checkpoint (fine-tuning)")
+    p.add_argument("--real-fraction", type=float, default=0.5, help="share of real crops in mixed batches")
     a = p.parse_args(argv)
     meta = train(a.steps, a.seed, a.out, cases=a.cases, batch=a.batch, crop=a.crop, lr=a.lr,
-                 real_dir=a.real_dir, real_val=a.real_val)
+                 real_dir=a.real_dir, real_val=a.real_val, init=a.init, real_fraction=a.real_fraction)
     print(json.dumps(meta["validation"]))
     return 0
 
