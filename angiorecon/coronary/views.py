@@ -303,8 +303,9 @@ def load_views(paths: Sequence[str | Path], frames: Sequence[int | None] | None 
 
     ``frames``: one 0-based frame index per view (``None`` entries allowed with ``match_phase``).
     ``match_phase``: for views without an index, pick the frame at the same cardiac phase — the
-    phase of the first view given an index, else ``phase`` (fraction of the R-R interval, 0 = R wave
-    ≈ end-diastole) — and, among cycles, the best-filled frame.
+    phase of the first indexed multi-frame DICOM view that has ECG tags, else ``phase`` (fraction of
+    the R-R interval, 0 = R wave ≈ end-diastole) — and, among cycles, the best-filled frame.
+    Single images and single-frame files always use their only frame.
     """
     paths = [Path(p) for p in paths]
     if not paths:
