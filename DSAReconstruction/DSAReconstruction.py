@@ -131,8 +131,11 @@ class EngineTaskLogic(ScriptedLoadableModuleLogic):
         ``slicer.packaging.pip_ensure`` (Slicer >= 5.12), else ``slicer.util.pip_install`` after a
         confirmation. Raises ``RuntimeError`` if the user declines.
         """
-        import PyTorchUtils
-
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(_("The engine needs PyTorch: install the PyTorch extension from the Extensions"
+                                 " Manager and restart Slicer.")) from None
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
             if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=">=2.1") is None:
