@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..vessels.centerlines import extract_centerlines
 from .epipolar import epipolar_curves
-from .graph import ViewMaps, connect_tree, fit_tree, select_branches, tubes_to_occupancy
+from .graph import ViewMaps, optimise_graph, tubes_to_occupancy
 from .hull import visual_hull
 from .problem import CoronaryProblem, CoronaryResult, Progress
 
@@ -59,22 +58,11 @@ def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", devic
                 c, r = epipolar_curves(problem, views, ref=a, other=b)
                 curves += c
                 radii += r
-    n_epi = len(curves)
-    report(0.35, "hull skeleton candidates")
-    cl = extract_centerlines(hull >= 0.5, grid)
-    for br in cl.branches:
-        if len(br.points) >= 2:
-            curves.append(br.points)
-            radii.append(np.full(len(br.points), float(np.nanmedian(br.radii)) if np.isfinite(br.radii).any() else 0.5))
-    report(0.45, f"ghost pruning among {len(curves)} candidates")
-    keep, sel = select_branches(curves, problem.geometry, views)
-    tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
-    fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=PRESETS[preset], device=device,
-                                progress=lambda f, m: report(0.5 + 0.4 * f, m))
+    fitted, ginfo = optimise_graph(problem, hull, extra_curves=curves, extra_radii=radii, views=views,
+                                   iterations=PRESETS[preset], device=device,
+                                   progress=lambda f, m: report(0.35 + 0.55 * f, m))
     report(0.92, "tubes")
     occ = tubes_to_occupancy(fitted, grid)
-    info: dict[str, Any] = {"method": "autocar", "preset": preset, "candidate_source": source,
-                            "epipolar_candidates": n_epi, "hull_candidates": len(curves) - n_epi,
-                            "selection": sel, "fit": fit_info, "components": fitted.n_components()}
+    info: dict[str, Any] = {"method": "autocar", "preset": preset, "candidate_source": source, **ginfo}
     report(1.0, "autocar done")
     return CoronaryResult(occ, grid, fitted.to_centerlines(float(grid.spacing.min())), info)

@@ -391,29 +391,33 @@ def tubes_to_occupancy(tree: PointTree, grid: VolumeGrid, step: float | None = N
 
 # ----------------------------------------------------------------------------- the whole stage
 def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: float = 0.5,
-                   iterations: int = 150, device: str = "cpu", progress: Progress | None = None
-                   ) -> tuple[np.ndarray, CenterlineTree, dict[str, Any]]:
-    """Candidate occupancy on ``problem.grid`` → (tube occupancy, one connected centerline tree, info)."""
+                   extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
+                   views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
+                   progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
+    """Candidate occupancy on ``problem.grid`` (+ optional candidate polylines) → one fitted tree.
+
+    The skeleton branches of ``candidate >= level`` and ``extra_curves`` (e.g. epipolar matches)
+    compete in the ghost pruning; the kept ones are joined and fitted to every view.
+    """
     report = progress or _noop
     grid = problem.grid
     if candidate.shape != grid.shape:
         raise BadInput(f"candidate occupancy {candidate.shape} does not match the grid {grid.shape}")
-    views = ViewMaps.from_masks(problem.masks)
+    views = views or ViewMaps.from_masks(problem.masks)
+    curves = list(extra_curves or [])
+    radii = list(extra_radii or [])
+    n_extra = len(curves)
     report(0.02, "skeletonise candidate")
-    cl = extract_centerlines(candidate >= level, grid)
-    curves = [b.points for b in cl.branches if len(b.points) >= 2]
-    rads = [b.radii for b in cl.branches if len(b.points) >= 2]
+    for b in extract_centerlines(candidate >= level, grid).branches:
+        if len(b.points) >= 2:
+            curves.append(b.points)
+            radii.append(np.full(len(b.points), float(np.nanmedian(b.radii)) if np.isfinite(b.radii).any() else 0.5))
     report(0.2, f"prune ghosts among {len(curves)} branches")
     keep, sel_info = select_branches(curves, problem.geometry, views)
-    report(0.35, f"connect {len(keep)} branches")
-    tree0 = connect_tree([curves[i] for i in keep], [np.nan_to_num(rads[i], nan=0.5) for i in keep])
+    report(0.3, f"connect {len(keep)} branches")
+    tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
     fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,
-                                progress=lambda f, m: report(0.35 + 0.5 * f, m))
-    report(0.88, "voxelise tubes")
-    occ = tubes_to_occupancy(fitted, grid)
-    voxel = float(grid.spacing.min())
-    centerlines = fitted.to_centerlines(voxel)
-    info = {"selection": sel_info, "fit": fit_info, "points": len(fitted.points),
-            "components": fitted.n_components()}
-    report(1.0, "graph done")
-    return occ, centerlines, info
+                                progress=lambda f, m: report(0.3 + 0.7 * f, m))
+    info = {"extra_candidates": n_extra, "skeleton_candidates": len(curves) - n_extra, "selection": sel_info,
+            "fit": fit_info, "points": len(fitted.points), "components": fitted.n_components()}
+    return fitted, info
