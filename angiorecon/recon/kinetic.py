@@ -44,6 +44,7 @@ class KineticConfig:
     curve_relaxation: float = 0.9
     static_iterations: int = 4        #: initial static SART sweeps (c ≡ 1)
     output_times: int = 24
+    tv_weight: float = 0.0            #: total-variation denoising of μ_max after each round, × its robust peak
 
 
 PRESETS: dict[str, KineticConfig] = {
@@ -92,6 +93,15 @@ class _Blocks:
     def down_sum(self, v: np.ndarray) -> np.ndarray:
         mz, my, mx = self.mats
         return np.einsum("...zyx,za,yb,xc->...abc", v, mz, my, mx, optimize=True)
+
+
+def _tv_denoise(mu: np.ndarray, weight: float) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle
+
+    peak = float(np.percentile(mu[mu > 0], 99.9)) if (mu > 0).any() else 0.0
+    if peak <= 0:
+        return mu
+    return np.maximum(denoise_tv_chambolle(mu, weight=weight * peak, max_num_iter=50), 0).astype(np.float32)
 
 
 def reconstruct_kinetic(problem: ReconProblem, preset: str = "fast", **overrides: object) -> DynamicResult:
@@ -174,6 +184,8 @@ def reconstruct_kinetic(problem: ReconProblem, preset: str = "fast", **overrides
                 mu += cfg.relaxation * num / np.maximum(den, 1e-12) * (den > 0)
                 np.maximum(mu, 0, out=mu)
                 tick(f"kinetic round {rnd + 1}/{cfg.rounds}: vessel map")
+        if cfg.tv_weight > 0:
+            mu = _tv_denoise(mu, cfg.tv_weight) * fov
     times = np.linspace(t_lo, t_hi, cfg.output_times)
     frames = np.stack([mu * blk.up(np.tensordot(w, curve, axes=1)) for w in hat_weights(times, knots)])
     return DynamicResult(times, frames.astype(np.float32), grid,
