@@ -196,3 +196,26 @@ def test_cardiac_cycles_from_enhanced_trigger_delays(tmp_path):
     cyc, source = cardiac_cycles(tmp_path / "e.dcm", np.arange(5) * 0.2)
     assert source.startswith("CardiacSynchronizationSequence")
     np.testing.assert_allclose(cyc, [0.5, 0.75, 1.0, 1.25, 1.5])
+
+
+def test_log_display_and_subtracted_dicom_are_vessels_bright(tmp_path):
+    """LOG (vendor display ∝ ln I) and pre-subtracted runs land in the same log domain as raw counts."""
+    from angiorecon.formats.dicom_xa import write_xa
+
+    cfg = CoronaryConfig(views=1, detector=(64, 64), pixel_spacing=(1.0, 1.0), vessel_spacing=0.6,
+                         dicom_display="log")
+    case = simulate_coronary(config=cfg, seed=3)
+
+    def out(rel: str) -> Path:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    write_coronary(case, out)
+    loaded = load_views([tmp_path / "dicom" / "view_1.dcm"])
+    ref = -np.log(np.maximum(case.counts[0], 1.0))
+    assert np.corrcoef(loaded.images[0].ravel(), ref.ravel())[0, 1] > 0.99      # affine in −ln(counts)
+    write_xa(tmp_path / "dsa.dcm", case.iodine[0], primary_deg=10.0, secondary_deg=5.0, sid=1100.0, sod=780.0,
+             pixel_spacing=(1.0, 1.0), subtracted=True)
+    dsa = load_views([tmp_path / "dsa.dcm"])
+    np.testing.assert_allclose(dsa.images[0], case.iodine[0], atol=float(case.iodine.max()) / 1e4)
