@@ -222,7 +222,8 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
                        "threshold_chosen_on": "Angios_40_training last %d images" % real_val if real_probs
                        else "4 held-out synthetic views",
                        "dice_at_threshold": round(val_dice, 4)},
-        "training_data": {"synthetic": f"simulate_coronary, {cases} cases (seeds {seed * 1000}..{seed * 1000 + cases - 1})",
+        "training_data": {"synthetic": f"simulate_coronary, {cases} cases (seeds {seed * 1000}.."
+                                       f"{seed * 1000 + cases - 1}; the last 2 cases' views held out)",
                           "real": (f"{real_dir} (Angios_40_training only): fine-tune {real_names[:-real_val]}, "
                                    f"threshold on {real_names[-real_val:]}") if real_dir else None},
         "init_from": None if init is None else {"path": str(init), "model_card": parent},
@@ -241,7 +242,8 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m angiorecon.coronary.train_segmenter", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m angiorecon.coronary.train_segmenter",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt); the model card goes beside it")
