@@ -6,9 +6,10 @@ loading are shared with DSAReconstruction (``EngineTaskLogic``, ``EngineModuleWi
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import slicer
+from slicer import vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -17,6 +18,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from CoronaryTwoViewLib import jobs
 from DSAReconstruction import CATEGORY, CONTRIBUTORS, EngineModuleWidget, EngineTaskLogic, pathIsSet
 from DSAReconstructionLib import jobs as sharedJobs
+from DSAReconstructionLib import mrml_io
 from DSAReconstructionLib.process import BackgroundProcess
 
 #
@@ -51,6 +53,8 @@ class CoronaryTwoViewParameterNode:
     secondFrame: Annotated[int, WithinRange(0, 100000)] = 0
     frameSelection: Annotated[str, Choice(list(jobs.FRAME_SELECTIONS))] = "index"
     segmentationMethod: Annotated[str, Choice(list(jobs.SEGMENTATION_METHODS))] = "frangi"
+    firstMask: vtkMRMLSegmentationNode
+    secondMask: vtkMRMLSegmentationNode
     reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
     device: Annotated[str, Choice(list(sharedJobs.DEVICES))] = "auto"
     outputFolder: Path
@@ -72,10 +76,14 @@ class CoronaryTwoViewWidget(EngineModuleWidget):
         byIndex = p.frameSelection == "index"
         self.ui.firstFrameSpinBox.enabled = byIndex
         self.ui.secondFrameSpinBox.enabled = byIndex
+        drawn = p.segmentationMethod == "masks"
+        self.ui.firstMaskSelector.enabled = drawn
+        self.ui.secondMaskSelector.enabled = drawn
 
     def canApply(self) -> bool:
         p = self._parameterNode
-        return pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath)
+        masksReady = p.segmentationMethod != "masks" or (p.firstMask is not None and p.secondMask is not None)
+        return pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath) and masksReady
 
     def startRun(self) -> None:
         self.logic.startReconstruction(self._parameterNode)
@@ -92,12 +100,20 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
     def getParameterNode(self) -> CoronaryTwoViewParameterNode:
         return CoronaryTwoViewParameterNode(super().getParameterNode())
 
-    def coronaryJob(self, p: CoronaryTwoViewParameterNode) -> dict:
+    def coronaryJob(self, p: CoronaryTwoViewParameterNode, workFolder: Optional[Path] = None) -> dict:
+        """Job for ``coronary``; with segmentation ``masks`` the vessels drawn on each view's frame are
+        saved into ``workFolder`` first."""
         if not (pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath)):
             raise ValueError(_("Select the XA DICOM file of each view."))
+        masks = []
+        if p.segmentationMethod == "masks":
+            if p.firstMask is None or p.secondMask is None or workFolder is None:
+                raise ValueError(_("Select the vessel segmentation drawn on each view."))
+            masks = [mrml_io.save_frame_mask(slicer.mrmlScene, seg, frame, workFolder / f"mask_view{i + 1}.nrrd")
+                     for i, (seg, frame) in enumerate(((p.firstMask, p.firstFrame), (p.secondMask, p.secondFrame)))]
         return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
                                  second_frame=p.secondFrame, frame_selection=p.frameSelection,
-                                 segmentation=p.segmentationMethod, method=p.reconstructionMethod,
+                                 segmentation=p.segmentationMethod, masks=masks, method=p.reconstructionMethod,
                                  device=p.device)
 
     def rolesToLoadFor(self, p: CoronaryTwoViewParameterNode) -> list:
@@ -111,8 +127,9 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
         return roles
 
     def startReconstruction(self, p: CoronaryTwoViewParameterNode) -> BackgroundProcess:
-        return self.startTask("coronary", self.coronaryJob(p), self.newOutputFolder("coronary", p.outputFolder),
-                              device=p.device, rolesToLoad=self.rolesToLoadFor(p))
+        runFolder = self.newOutputFolder("coronary", p.outputFolder)
+        job = self.coronaryJob(p, runFolder.with_name(runFolder.name + "-inputs"))
+        return self.startTask("coronary", job, runFolder, device=p.device, rolesToLoad=self.rolesToLoadFor(p))
 
 
 #
@@ -133,6 +150,8 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_CoronaryJob()
         self.setUp()
+        self.test_DrawnMasksJob()
+        self.setUp()
         self.test_ReconstructSampleCase()
 
     def test_EngineSelfTest(self):
@@ -151,6 +170,28 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         job = logic.coronaryJob(p)
         self.assertEqual([v["frame"] for v in job["views"]], [0, 12])
         self.assertEqual(job["method"], "default")
+
+    def test_DrawnMasksJob(self):
+        """Segmentations edited on the views' frames become the job's mask files."""
+        import numpy as np
+
+        scene = slicer.mrmlScene
+        drawn = np.zeros((2, 6, 7), np.uint8)
+        drawn[1, 2:4, 1:6] = 1
+        segmentation = mrml_io.add_segmentation(scene, drawn, np.eye(4), "Vessels")
+        logic = CoronaryTwoViewLogic()
+        p = logic.getParameterNode()
+        p.firstRunPath, p.secondRunPath = Path("/data/lao30.dcm"), Path("/data/rao20.dcm")
+        p.frameSelection, p.segmentationMethod = "index", "masks"
+        p.firstMask = p.secondMask = segmentation
+        p.firstFrame = p.secondFrame = 1
+        job = logic.coronaryJob(p, Path(slicer.app.temporaryPath) / "CoronaryTwoViewTest")
+        self.assertEqual(job["segmentation"], "masks")
+        self.assertEqual(len(job["masks"]), 2)
+        self.assertTrue(all(Path(m).is_file() for m in job["masks"]))
+        p.firstFrame = 0
+        with self.assertRaises(ValueError):
+            logic.coronaryJob(p, Path(slicer.app.temporaryPath) / "CoronaryTwoViewTest")
 
     def test_ReconstructSampleCase(self):
         from SyntheticDSALib import samples

@@ -234,6 +234,35 @@ def save_segmentation_labelmap(scene: Any, segmentation_node: Any, reference_vol
         scene.RemoveNode(label)
 
 
+def save_frame_mask(scene: Any, segmentation_node: Any, frame: int, path: str | Path) -> Path:
+    """Write the segments drawn on frame ``frame`` of an XA run as a 2D mask ``[1, rows, cols]``.
+
+    The segmentation is exported on its own reference geometry (the run it was drawn on in the
+    Segment Editor: columns, rows, frames as Slicer's DICOM reader lays them out, which is the
+    engine's ``[frames, rows, cols]`` order); any segment counts as vessel.
+    """
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{segmentation_node.GetName()} export")
+    try:
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(
+                segmentation_node, label, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+            raise ValueError(f"segmentation {segmentation_node.GetName()} could not be exported (no segments?)")
+        frames = slicer.util.arrayFromVolume(label)
+        if not 0 <= frame < frames.shape[0]:
+            raise ValueError(f"segmentation {segmentation_node.GetName()} covers {frames.shape[0]} frame(s); "
+                             f"frame {frame} is outside")
+        mask = (frames[frame] > 0).astype(np.uint8)
+        if not mask.any():
+            raise ValueError(f"segmentation {segmentation_node.GetName()} has nothing drawn on frame {frame}")
+        sx, sy, _ = label.GetSpacing()
+        out = add_volume(scene, mask[None], np.diag([sx, sy, 1.0, 1.0]), f"{segmentation_node.GetName()} mask")
+        try:
+            return save_volume(scene, out, path)
+        finally:
+            scene.RemoveNode(out)
+    finally:
+        scene.RemoveNode(label)
+
+
 def save_stack(scene: Any, sequence_node: Any, path: str | Path) -> Path:
     """Write a sequence of single-slice frames as an engine projection stack ``[frames, rows, cols]``.
 

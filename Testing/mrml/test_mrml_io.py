@@ -385,3 +385,22 @@ def test_frames_saved_as_engine_stack(mrml_scene, tmp_path):
     assert np.array_equal(read_stack(path), frames)
     assert sitk.ReadImage(str(path)).GetSpacing() == pytest.approx((0.3, 0.2, 1.0))
     assert mrml_scene.scene.GetFirstNodeByName("Fluoro stack") is None
+
+
+def test_frame_mask_from_an_edited_segmentation_reads_in_the_engine(mrml_scene, tmp_path):
+    """A vessel drawn on frame 1 of a 3-frame run comes out as the engine's [1, rows, cols] mask."""
+    from angiorecon.coronary.views import read_image_file
+
+    sc = mrml_scene.scene
+    drawn = np.zeros((3, 8, 10), np.uint8)
+    drawn[1, 2:4, 1:9] = 1                       # a horizontal vessel on frame 1 (rows 2-3)
+    drawn[2, 6, 5] = 1                           # something on another frame: ignored
+    run = mrml_io.add_volume(sc, np.zeros((3, 8, 10), np.int16), np.diag([0.3, 0.3, 1.0, 1.0]), "XA run")
+    seg = mrml_io.add_segmentation(sc, drawn, np.diag([0.3, 0.3, 1.0, 1.0]), "Vessels view 1")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(run)
+    path = mrml_io.save_frame_mask(sc, seg, 1, tmp_path / "mask_view1.nrrd")
+    np.testing.assert_array_equal(read_image_file(path) > 0, drawn[1] > 0)
+    with pytest.raises(ValueError, match="nothing drawn on frame 0"):
+        mrml_io.save_frame_mask(sc, seg, 0, tmp_path / "m0.nrrd")
+    with pytest.raises(ValueError, match="frame 5 is outside"):
+        mrml_io.save_frame_mask(sc, seg, 5, tmp_path / "m5.nrrd")
