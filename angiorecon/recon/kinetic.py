@@ -44,7 +44,11 @@ class KineticConfig:
     curve_relaxation: float = 0.9
     static_iterations: int = 4        #: initial static SART sweeps (c ≡ 1)
     output_times: int = 24
-    tv_weight: float = 0.0            #: total-variation denoising of μ_max after each round, × its robust peak
+    #: total-variation denoising of μ_max after each round (weight × its robust peak). Each vessel is
+    #: opaque only in the views of its filling window, a limited-angle problem per voxel: TV removes the
+    #: smear along those views' rays (aortic run: clDice 0.78 → 0.92, HD95 10.5 → 6.2 mm; 0.05 and 0.1
+    #: were worse on HD95)
+    tv_weight: float = 0.02
 
 
 PRESETS: dict[str, KineticConfig] = {
