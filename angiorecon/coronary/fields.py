@@ -27,7 +27,7 @@ coarser copy of the grid and the field is evaluated on the full grid at the end.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ def system_matrix(geometry: ConeBeamGeometry, grid: VolumeGrid, candidates: np.n
         c_all.append(col[keep])
         w_all.append(w4[keep])
     a = torch.sparse_coo_tensor(torch.stack([torch.cat(r_all), torch.cat(c_all)]), torch.cat(w_all),
-                                (rays.n, int(k.numel())), device=device)
+                                (rays.n, int(k.numel())), device=device, check_invariants=False)
     return a.coalesce()
 
 
@@ -253,10 +253,12 @@ def eikonal_loss(net: FieldNet, points: torch.Tensor, h: float) -> torch.Tensor:
 
 
 def _fit(problem: CoronaryProblem, kind: str, preset: str, device: str, seed: int,
-         progress: Progress | None) -> CoronaryResult:
+         progress: Progress | None, iterations: int | None) -> CoronaryResult:
     if preset not in PRESETS[kind]:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS[kind])}")
     cfg = PRESETS[kind][preset]
+    if iterations is not None:
+        cfg = replace(cfg, iterations=int(iterations))
     report = progress or (lambda f, m: None)
     t0 = time.time()
     torch.manual_seed(seed)
@@ -288,7 +290,7 @@ def _fit(problem: CoronaryProblem, kind: str, preset: str, device: str, seed: in
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append({"loss": float(loss), **{k: float(v) for k, v in terms.items()}})
+        history.append({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
         if it % 10 == 0 or it == cfg.iterations - 1:
             report(0.1 + 0.8 * (it + 1) / cfg.iterations, f"{kind} {it + 1}/{cfg.iterations} loss {float(loss):.4f}")
     occupancy, level = calibrate(_evaluate(net, problem.grid, s.cand_full, cfg.sharpness if sdf else None, dev),
@@ -334,12 +336,12 @@ def _evaluate(net: FieldNet, grid: VolumeGrid, cand: np.ndarray, sharpness: floa
 
 
 def reconstruct_neca(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
-                     progress: Progress | None = None) -> CoronaryResult:
+                     progress: Progress | None = None, iterations: int | None = None) -> CoronaryResult:
     """NeCA-style occupancy field (hash grid + MLP, sigmoid) fitted by line-integral MSE to mask chords."""
-    return _fit(problem, "neca", preset, device, seed, progress)
+    return _fit(problem, "neca", preset, device, seed, progress, iterations)
 
 
 def reconstruct_sdfcar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
-                       progress: Progress | None = None) -> CoronaryResult:
+                     progress: Progress | None = None, iterations: int | None = None) -> CoronaryResult:
     """SDF-CAR-style field: s in mm, occupancy sigmoid(−k·s), projection + 2D distance + eikonal terms."""
-    return _fit(problem, "sdfcar", preset, device, seed, progress)
+    return _fit(problem, "sdfcar", preset, device, seed, progress, iterations)

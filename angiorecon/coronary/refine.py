@@ -128,15 +128,15 @@ def predict_tiles(net: RefinerNet, feats: np.ndarray, candidates: np.ndarray, *,
             for y in starts[1]:
                 for x in starts[2]:
                     c0 = np.array([z, y, x]) - overlap
+                    core = tuple(slice(max(c + overlap, 0), min(c + tile - overlap, s)) for c, s in zip(c0, shape))
+                    if not candidates[core].any():
+                        continue
                     sl_src = tuple(slice(max(c, 0), min(c + tile, s)) for c, s in zip(c0, shape))
                     patch = np.zeros((feats.shape[0], tile, tile, tile), dtype=np.float32)
                     dst = tuple(slice(s.start - c, s.stop - c) for s, c in zip(sl_src, c0))
                     patch[(slice(None),) + dst] = feats[(slice(None),) + sl_src]
-                    if not patch[0].any():
-                        continue
                     out = torch.sigmoid(net(torch.from_numpy(patch)[None].to(device)))[0].cpu().numpy()
                     # keep the tile's core (the margin lacks context), clipped to the volume
-                    core = tuple(slice(max(c + overlap, 0), min(c + tile - overlap, s)) for c, s in zip(c0, shape))
                     src = tuple(slice(s.start - c, s.stop - c) for s, c in zip(core, c0))
                     occ[core] = out[(0,) + src]
                     cen[core] = out[(1,) + src]
