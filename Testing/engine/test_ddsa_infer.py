@@ -117,4 +117,4 @@ def test_shipped_model_output_correlates_with_simulated_dsa():
                               seed=5)
     fill = physics.counts_to_line_integral(views.counts, views.config.i0)
     rs = [pearson(net.predict(f), d) for f, d in zip(fill, views.iodine)]
-    assert np.median(rs) > 0.75, rs
+    assert np.median(rs) > 0.85, rs  # 0.93–0.95 measured for the shipped model
