@@ -99,3 +99,15 @@ def test_calibrate_puts_the_half_level_around_the_requested_volume():
     out, level = fields.calibrate(occ, 100)
     assert int((out >= 0.5).sum()) in (100, 101)
     assert np.all(np.diff(out.ravel()) >= 0) and out.max() <= 1
+
+
+def test_paper_preset_builds_the_published_network_and_steps():
+    grid, geom, masks = _tiny()
+    for method in ("neca", "sdfcar"):
+        cfg = fields.PRESETS[method]["paper"]
+        assert (cfg.hash.n_levels, cfg.hash.n_features, cfg.hidden, cfg.layers, cfg.iterations, cfg.lr) == \
+            (16, 2, 256, 8, 5000, 1e-4)
+    # one run (the two methods share the network code); 2 steps of the full-size network
+    res = fields.reconstruct_sdfcar(CoronaryProblem(geom, masks, grid), preset="paper", iterations=2)
+    assert res.info["preset"] == "paper" and res.occupancy.shape == grid.shape
+    assert np.isfinite(res.info["loss_last"]["loss"])
