@@ -145,8 +145,10 @@ def reconstruct_vpal(problem: ReconProblem, preset: str = "fast", **overrides: o
     losses = []
     for it in range(cfg.iterations):
         field.set_active_levels(cfg.start_levels + it // cfg.level_every)
-        flat = torch.cat([torch.randint(0, k * h * w, (cfg.rays_per_batch - n_imp,), generator=gen),
-                          torch.multinomial(weights, n_imp, replacement=True, generator=gen)]).to(device)
+        flat = torch.randint(0, k * h * w, (cfg.rays_per_batch - n_imp,), generator=gen)
+        if n_imp:   # intensity-aware share of the batch (the paper preset samples uniformly)
+            flat = torch.cat([flat, torch.multinomial(weights, n_imp, replacement=True, generator=gen)])
+        flat = flat.to(device)
         view, rest = flat // (h * w), flat % (h * w)
         origins, dirs = pixel_rays(problem.geometry, view, rest // w, rest % w, device)
         t_near, t_far = aabb_intersect(origins, dirs, problem.grid)

@@ -145,6 +145,7 @@ def segment_vessels(volume: np.ndarray, grid: VolumeGrid | None = None, *, metho
     cand = v[v > low]
     if cand.size < min_component_voxels:
         raise BadInput(f"only {cand.size} voxels stand out of the noise (> {low:.4g}); nothing to segment")
+    cand = cand.astype(np.float64)   # float32 cannot hold 256 distinct bins of a very narrow range
     high = float(threshold_otsu(cand)) if np.ptp(cand) > 0 else float(cand[0])
     info.update(background=bg, noise_sigma=sigma, threshold_low=float(low), threshold_high=high,
                 candidate_fraction=float(cand.size / v.size))
