@@ -109,7 +109,7 @@ def load_refiner(path: str | Path | None = None, device: str = "cpu") -> tuple[R
     return net.to(device).eval(), blob.get("meta", {})
 
 
-def predict_tiles(net: RefinerNet, feats: np.ndarray, candidates: np.ndarray, *, tile: int = 64,
+def predict_tiles(net: RefinerNet, feats: np.ndarray, candidates: np.ndarray, *, tile: int = 96,
                   overlap: int = 8, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Sliding-window inference over the candidates' bounding box → (occupancy, centerness) in [0, 1]."""
     shape = candidates.shape

@@ -176,7 +176,8 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
         val.append({"seed": s, "dice_refined": round(d_ref, 4), "dice_hull": round(d_hull, 4)})
         log(f"validation seed {s}: refined Dice {d_ref:.3f} vs hull {d_hull:.3f}")
     wall = time.time() - t0
-    meta = {"cases": cases, "steps": steps, "steps_done": done, "time_budget_s": time_budget_s, "seed": seed, "patch": patch, "batch": batch, "lr": lr,
+    meta = {"cases": cases, "steps": steps, "steps_done": done, "time_budget_s": time_budget_s, "seed": seed,
+            "patch": patch, "batch": batch, "lr": lr,
             "case_seeds": [1000 + seed * 1000 + i for i in range(cases)], "center_sigma_mm": CENTER_SIGMA_MM,
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "validation": val,
             "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": 1}
