@@ -292,7 +292,8 @@ def _fit(problem: CoronaryProblem, kind: str, preset: str, device: str, seed: in
         opt.step()
         history.append({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
         if it % 10 == 0 or it == cfg.iterations - 1:
-            report(0.1 + 0.8 * (it + 1) / cfg.iterations, f"{kind} {it + 1}/{cfg.iterations} loss {float(loss):.4f}")
+            report(0.1 + 0.8 * (it + 1) / cfg.iterations,
+                   f"{kind} {it + 1}/{cfg.iterations} loss {history[-1]['loss']:.4f}")
     occupancy, level = calibrate(_evaluate(net, problem.grid, s.cand_full, cfg.sharpness if sdf else None, dev),
                                  s.volume_mm3 / float(np.prod(problem.grid.spacing)))
     report(1.0, f"{kind} done")
