@@ -123,7 +123,7 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
         if p.loadCenterlines:
             roles.append("centerlines")
         if p.loadOverlays:
-            roles += ["images", "renderings"]
+            roles += ["images", "overlays"]
         return roles
 
     def startReconstruction(self, p: CoronaryTwoViewParameterNode) -> BackgroundProcess:

@@ -43,7 +43,7 @@ MANIFEST_NAME = "manifest.json"
 OUTPUT_ROLES = (
     "volume", "vessel_mask", "segmentation", "mesh", "centerlines", "sequence", "time_to_peak",
     "renderings", "metrics", "preview", "projections", "dataset", "dicom", "model", "images",
-    "table", "truth", "log", "other",
+    "table", "truth", "log", "overlays", "other",
 )
 
 

@@ -37,7 +37,7 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     assert ev[-1]["event"] == "result"
     manifest = json.loads((out / "manifest.json").read_text())
     roles = {o["role"] for o in manifest["outputs"]}
-    assert {"volume", "vessel_mask", "mesh", "centerlines", "renderings", "metrics"} <= roles
+    assert {"volume", "vessel_mask", "mesh", "centerlines", "overlays", "metrics"} <= roles
     for o in manifest["outputs"]:
         assert (out / o["path"]).exists(), o
     assert (out / "overlays/view_1.png").is_file() and (out / "overlays/view_2.png").is_file()

@@ -187,7 +187,7 @@ def test_present_results_of_a_reconstruction(mrml_scene, tmp_path):
 
 
 def test_overlay_pictures_load_upright(mrml_scene, tmp_path):
-    """Coronary reprojection overlays (PNG, role ``renderings``) load as colour images, top row on top;
+    """Coronary reprojection overlays (PNG, role ``overlays``) load as colour images, top row on top;
     previews stay files."""
     import json
 
@@ -200,9 +200,9 @@ def test_overlay_pictures_load_upright(mrml_scene, tmp_path):
     matplotlib.image.imsave(tmp_path / "overlays" / "view_1.png", picture)
     matplotlib.image.imsave(tmp_path / "mip.png", picture)
     (tmp_path / "manifest.json").write_text(json.dumps({"task": "coronary", "outputs": [
-        {"role": "renderings", "path": "overlays/view_1.png"}, {"role": "preview", "path": "mip.png"}]}))
+        {"role": "overlays", "path": "overlays/view_1.png"}, {"role": "preview", "path": "mip.png"}]}))
     loaded = mrml_io.load_manifest(mrml_scene.scene, tmp_path / "manifest.json")
-    node = loaded.first("renderings")
+    node = loaded.first("overlays")
     assert node.IsA("vtkMRMLVectorVolumeNode") and [o["path"] for o in loaded.skipped] == ["mip.png"]
     assert node.GetImageData().GetDimensions() == (9, 6, 1)
     arr = slicer.util.arrayFromVolume(node)[0]          # [j, i, rgb(a)]

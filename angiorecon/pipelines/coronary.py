@@ -238,7 +238,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         ctx.path(rel).parent.mkdir(parents=True, exist_ok=True)
         _overlay(ctx.path(rel), loaded.images[v], binary[v], rendered[v],
                  f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}")
-        ctx.add_output("renderings", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
+        ctx.add_output("overlays", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
     if tree is not None:
         metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length)}
     if job.get("reference"):
