@@ -109,9 +109,13 @@ def load_refiner(path: str | Path | None = None, device: str = "cpu") -> tuple[R
     return net.to(device).eval(), blob.get("meta", {})
 
 
-def predict_tiles(net: RefinerNet, feats: np.ndarray, candidates: np.ndarray, *, tile: int = 96,
+def predict_tiles(net: RefinerNet, feats: np.ndarray, candidates: np.ndarray, *, tile: int = 64,
                   overlap: int = 8, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Sliding-window inference over the candidates' bounding box → (occupancy, centerness) in [0, 1]."""
+    """Sliding-window inference over the candidates' bounding box → (occupancy, centerness) in [0, 1].
+
+    GroupNorm statistics depend on the tile, so tiles near the 40³ training patches work best
+    (simulated left case: Dice 0.389 with 48³, 0.378 with 64³, 0.343 with 96³ tiles).
+    """
     shape = candidates.shape
     occ = np.zeros(shape, dtype=np.float32)
     cen = np.zeros(shape, dtype=np.float32)
