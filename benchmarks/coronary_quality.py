@@ -1,9 +1,10 @@
 """Two-view coronary reconstruction quality: every method side by side on simulated cases.
 
 Cases: ``simulate_coronary`` (LCA/RCA-like trees, views 30–90° apart, SID 1000–1200 mm, SOD
-750–800 mm, 512² at 0.25–0.3 mm), seeds 0..N-1 alternating right/left. Input masks (``--masks``):
-``frangi`` = the Frangi + hysteresis segmentation of the simulated angiogram (realistic errors:
-missed small vessels, blobs at overlaps), ``noisy`` = the true 2D mask with boundary noise and
+750–800 mm, 512² at 0.25–0.3 mm), seeds 0..N-1 alternating right/left. Input masks (``--segmentation``):
+``learned`` (default, as in the ``coronary`` task) = the shipped U-Net segmentation of the simulated
+angiogram, ``frangi`` = the Frangi + hysteresis segmentation (realistic errors: missed small
+vessels, blobs at overlaps), ``noisy`` = the true 2D mask with boundary noise and
 dropouts, ``truth`` = the exact 2D masks. Scores (``coronary.scoring``) against the true 3D lumen on
 its 0.3 mm grid: Dice, true clDice, centerline Chamfer (sum of the two mean distances) and HD95,
 connected components of the prediction, seconds per case. Targets for the default method:
@@ -50,12 +51,14 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def frangi_masks(views) -> np.ndarray:
-    from angiorecon.coronary.segment2d import frangi_segment
+def segmented_masks(views, method: str) -> np.ndarray:
+    """The task's own 2D segmentation (``segment_views``) of the simulated angiogram (log domain)."""
+    from types import SimpleNamespace
+
+    from angiorecon.coronary.segment2d import segment_views
 
     logs = -np.log(np.maximum(views.counts, 1.0) / views.config.i0)
-    ps = views.geometry.pixel_spacing
-    return np.stack([frangi_segment(logs[v], float(ps[v].mean()))[0] for v in range(len(logs))]).astype(np.float32)
+    return segment_views(SimpleNamespace(images=logs.astype(np.float32), geometry=views.geometry), method)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--methods", nargs="+", default=["hull", "epipolar", "autocar", "neca", "sdfcar"],
                     choices=list(METHODS))
-    ap.add_argument("--masks", choices=("frangi", "noisy", "truth"), default="frangi")
+    ap.add_argument("--segmentation", "--masks", dest="masks", choices=("learned", "frangi", "noisy", "truth"),
+                    default="learned", help="2D masks the methods get (default: the task's default, learned)")
     ap.add_argument("--voxel", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
-    print(f"# coronary_quality: {args.cases} cases, masks={args.masks}, voxel {args.voxel} mm, "
+    print(f"# coronary_quality: {args.cases} cases, segmentation={args.masks}, voxel {args.voxel} mm, "
           f"{args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}")
     for c in range(args.cases):
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         views = simulate_coronary(config=CoronaryConfig(side=side), seed=c)
         rng = np.random.default_rng(1000 + c)
         masks = {"truth": lambda: views.masks_2d.astype(np.float32), "noisy": lambda: noisy_masks(views.masks_2d, rng),
-                 "frangi": lambda: frangi_masks(views)}[args.masks]()
+                 "frangi": lambda: segmented_masks(views, "frangi"),
+                 "learned": lambda: segmented_masks(views, "learned")}[args.masks]()
         sep = views.info["separation_deg"][0][1]
         for name in args.methods:
             t0 = time.perf_counter()

@@ -8,14 +8,14 @@ from typing import Any, Iterable
 from DSAReconstructionLib.jobs import DEVICES, absolute
 
 FRAME_SELECTIONS = ("index", "cardiac-phase")
-SEGMENTATION_METHODS = ("frangi", "learned", "masks")
+SEGMENTATION_METHODS = ("learned", "frangi", "masks")
 #: ``coronary --method`` choices ("default" is the engine's recommended method, autocar).
 CORONARY_METHODS = ("default", "autocar", "sdfcar", "neca", "epipolar", "hull")
 
 
 def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLike[str], *,
                  first_frame: int = 0, second_frame: int = 0, frame_selection: str = "index",
-                 segmentation: str = "frangi", masks: Iterable[str | os.PathLike[str]] = (),
+                 segmentation: str = "learned", masks: Iterable[str | os.PathLike[str]] = (),
                  sidecars: Iterable[str | os.PathLike[str]] = (), method: str = "default",
                  voxel_mm: float | None = None, reference: str | os.PathLike[str] | None = None,
                  device: str = "auto") -> dict[str, Any]:

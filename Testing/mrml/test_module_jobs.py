@@ -112,8 +112,8 @@ def test_coronary_methods_are_the_engines():
 @pytest.mark.parametrize("kwargs, argv", [
     ({}, []),
     ({"second_frame": 12, "method": "hull"}, ["--frames", "0", "12", "--method", "hull"]),
-    ({"frame_selection": "cardiac-phase", "segmentation": "learned", "device": "cpu"},
-     ["--match-phase", "--segmentation", "learned", "--device", "cpu"]),
+    ({"frame_selection": "cardiac-phase", "segmentation": "frangi", "device": "cpu"},
+     ["--match-phase", "--segmentation", "frangi", "--device", "cpu"]),
     ({"segmentation": "masks", "masks": ["M1", "M2"], "sidecars": ["J1", "J2"], "voxel_mm": 0.4, "reference": "REF"},
      ["--masks", "M1", "M2", "--sidecar", "J1", "J2", "--voxel", "0.4", "--reference", "REF"]),
 ])
