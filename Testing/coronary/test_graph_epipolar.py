@@ -34,6 +34,14 @@ def test_sparse_hull_equals_dense_sampling(small_case):
     np.testing.assert_array_equal(visual_hull(p.geometry, p.masks, sub), dense)
 
 
+def test_hull_ignores_a_tiny_background_probability(small_case):
+    """Learned segmenters give every pixel a tiny probability; below the floor it is background."""
+    p = small_case.problem
+    sub = VolumeGrid((40, 60, 50), p.grid.affine)
+    soft = np.maximum(p.masks, 1e-3).astype(np.float32)
+    np.testing.assert_array_equal(visual_hull(p.geometry, soft, sub), visual_hull(p.geometry, p.masks, sub))
+
+
 def test_registry_names_and_unknown_method(small_case):
     assert set(METHODS) == {"autocar", "sdfcar", "neca", "epipolar", "hull"}
     assert DEFAULT_METHOD in METHODS

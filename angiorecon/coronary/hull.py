@@ -26,15 +26,20 @@ def sample_views(geometry: ConeBeamGeometry, images: np.ndarray, points: np.ndar
 
 
 def visual_hull(geometry: ConeBeamGeometry, masks: np.ndarray, grid: VolumeGrid,
-                chunk: int = 1 << 20, block: int = 4) -> np.ndarray:
+                chunk: int = 1 << 20, block: int = 4, floor: float = 0.01) -> np.ndarray:
     """Soft visual hull on ``grid``: per voxel, the minimum over views of the sampled mask ([z, y, x]).
+
+    Mask values at or below ``floor`` count as background (hull 0): learned segmenters give every
+    pixel a tiny probability, which would otherwise make every voxel a candidate and the sparse
+    test below useless (13.8 s instead of 2.5 s on a 512² case, loaded 2-core machine).
 
     Sparse back-projection: blocks of ``block``³ voxels are first tested at their centres against the
     distance transform of each mask (a block whose footprint cannot reach a vessel pixel in some view
     is empty), then only voxels of the surviving blocks are sampled. Exact: same values as sampling
-    every voxel, typically 10–50× fewer samples.
+    every voxel (with the floor applied), typically 10–50× fewer samples.
     """
     masks = np.asarray(masks, dtype=np.float32)
+    masks = np.where(masks > floor, masks, 0.0).astype(np.float32)
     nz, ny, nx = grid.shape
     out = np.zeros(grid.shape, dtype=np.float32)
     nb = [-(-n // block) for n in (nz, ny, nx)]
