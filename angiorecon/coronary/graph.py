@@ -132,21 +132,31 @@ def _sample(maps: np.ndarray, uv: np.ndarray, cval: float) -> np.ndarray:
 
 def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views: ViewMaps, *,
                     step: float = 0.5, tol_px: float = 2.0, min_inside: float = 0.8,
-                    min_new_px: int = 4, min_new_fraction: float = 0.25) -> tuple[list[int], dict[str, Any]]:
+                    min_new_px: int = 4, min_new_fraction: float = 0.25,
+                    width_agreement: bool = True) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by greedy ghost pruning (set cover of the mask skeletons, all views).
 
     A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
     view) and add at least ``min_new_px`` and ``min_new_fraction`` of its projected length in new
-    skeleton pixels in *every* view when it is chosen.
+    skeleton pixels in *every* view when it is chosen. With ``width_agreement`` the greedy score
+    (new pixels in the worst view) is weighted by how well the views agree on the lumen radius
+    (median over the branch of min/max of the per-view radius in mm): a real vessel is round, so
+    every view sees the same width, while a ghost pairs pieces of different vessels.
     """
     trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
     cover: list[list[np.ndarray]] = []
     lengths: list[np.ndarray] = []
     ok = []
+    agree = []
+    ps = geometry.pixel_spacing.min(axis=1)[:, None]
     for c in curves:
         pts = _resample(c, np.zeros(len(c)), step)[0]
-        uv, _ = _project(geometry, pts)
+        uv, w = _project(geometry, pts)
         inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
+        r_mm = _sample(views.half_width, uv, 0.0) * w * ps
+        seen = (r_mm > 0).all(axis=0)
+        agree.append(float(np.median(r_mm[:, seen].min(0) / r_mm[:, seen].max(0))) if width_agreement and seen.any()
+                     else 1.0)
         sets, lens = [], []
         for v, t in enumerate(trees):
             idx = t.query_ball_point(uv[v], tol_px) if t is not None else []
@@ -165,8 +175,9 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
             new = np.array([np.count_nonzero(~covered[v][cover[i][v]]) for v in range(len(covered))])
             if (new < min_new_px).any() or (new < min_new_fraction * lengths[i]).any():
                 continue
-            if new.min() > best_score:
-                best, best_score = i, float(new.min())
+            score = float(new.min()) * agree[i]
+            if score > best_score:
+                best, best_score = i, score
         if best < 0:
             break
         chosen.append(best)
