@@ -52,7 +52,7 @@ class CoronaryTwoViewParameterNode:
     secondRunPath: Path
     secondFrame: Annotated[int, WithinRange(0, 100000)] = 0
     frameSelection: Annotated[str, Choice(list(jobs.FRAME_SELECTIONS))] = "index"
-    segmentationMethod: Annotated[str, Choice(list(jobs.SEGMENTATION_METHODS))] = "frangi"
+    segmentationMethod: Annotated[str, Choice(list(jobs.SEGMENTATION_METHODS))] = "learned"
     firstMask: vtkMRMLSegmentationNode
     secondMask: vtkMRMLSegmentationNode
     reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
