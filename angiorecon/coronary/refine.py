@@ -25,7 +25,7 @@ from .hull import sample_views
 from .problem import CoronaryProblem
 
 #: shipped weights and model card
-WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "coronary_refiner.pt"
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "coronary_refiner.pt"
 N_FEATURES = 4
 #: 2D edge distances are clipped here (object mm) — the widest coronary radius is ~2.5 mm
 EDT_CLIP_MM = 3.0

@@ -7,7 +7,7 @@
   components (noise blobs, isolated catheter edges).
 * ``learned``: the light U-Net of :mod:`angiorecon.models.unet` trained on synthetic angiograms from
   the simulation engine (:mod:`angiorecon.coronary.train_segmenter`), weights shipped in
-  ``angiorecon/data/coronary_segmenter.pt``. Its input is :func:`normalise_image` of the log image, the
+  ``angiorecon/weights/coronary_segmenter.pt``. Its input is :func:`normalise_image` of the log image, the
   same function at training and inference, so real PNGs and simulated counts meet the same statistics.
 * ``masks``: user-supplied masks (PNG/TIFF/NIfTI/NRRD), checked against the view size.
 
@@ -104,7 +104,7 @@ def frangi_segment(image: np.ndarray, pixel_spacing_mm: float, params: FrangiPar
 
 def segmenter_weights_path() -> Path:
     """Location of the shipped learned-segmenter weights inside the package."""
-    return Path(str(resources.files("angiorecon.data").joinpath(SEGMENTER_WEIGHTS)))
+    return Path(str(resources.files("angiorecon").joinpath("weights", SEGMENTER_WEIGHTS)))
 
 
 class LearnedSegmenter:

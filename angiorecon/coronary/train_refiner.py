@@ -1,7 +1,7 @@
 """Train the two-view hull refiner (``refine.RefinerNet``) on simulated coronary cases, CPU, 1 thread.
 
     python -m angiorecon.coronary.train_refiner --cases 12 --steps 1500 --seed 0 \
-        --out angiorecon/data/coronary_refiner.pt
+        --out angiorecon/weights/coronary_refiner.pt
 
 Each case: a left or right tree from ``simulate_coronary`` (two clinical views, 512² detector), its
 2D masks perturbed like a segmenter would (1-px dilation/erosion, sub-pixel-to-1-px shifts standing
