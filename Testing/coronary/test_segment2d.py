@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -148,4 +150,5 @@ def test_train_writes_loadable_checkpoint_and_card(tmp_path, monkeypatch):
     assert prob.shape == mask.shape == (50, 70)
     np.testing.assert_array_equal(prob >= 0.5, mask)
     tuned = ts.train(2, 1, tmp_path / "tuned.pt", cases=3, batch=2, crop=64, init=out)
+    assert not Path(tuned["init_from"]["path"]).is_absolute()   # cards name no folder of this machine
     assert tuned["init_from"]["model_card"]["seed"] == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -214,7 +215,7 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
         "parameters": count_parameters(model), "input": "normalise_image(log-domain view, vessels bright)",
         "output": "vessel logit; probability = sigmoid, mask = probability >= threshold",
         "threshold": threshold,
-        "command": "python -m angiorecon.coronary.train_segmenter " + " ".join(sys.argv[1:]),
+        "command": "python -m angiorecon.coronary.train_segmenter " + " ".join(map(portable, sys.argv[1:])),
         "seed": seed, "steps": steps, "batch": batch, "crop": crop, "lr": lr, "synthetic_cases": cases,
         "scale_range": list(scale), "threads": 1, "device": "cpu", "wall_time_s": round(wall, 1),
         "final_loss_mean_last_50": float(np.mean(losses[-50:])),
@@ -224,9 +225,9 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
                        "dice_at_threshold": round(val_dice, 4)},
         "training_data": {"synthetic": f"simulate_coronary, {cases} cases (seeds {seed * 1000}.."
                                        f"{seed * 1000 + cases - 1}; the last 2 cases' views held out)",
-                          "real": (f"{real_dir} (Angios_40_training only): fine-tune {real_names[:-real_val]}, "
+                          "real": (f"{portable(real_dir)} (Angios_40_training only): fine-tune {real_names[:-real_val]}, "
                                    f"threshold on {real_names[-real_val:]}") if real_dir else None},
-        "init_from": None if init is None else {"path": str(init), "model_card": parent},
+        "init_from": None if init is None else {"path": portable(init), "model_card": parent},
         "real_fraction_of_mixed_batches": real_fraction,
         "total_wall_time_s_including_init": round(wall + float((parent or {}).get("total_wall_time_s_including_init",
                                                                  (parent or {}).get("wall_time_s", 0.0))), 1),
@@ -239,6 +240,12 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def portable(path: str | Path) -> str:
+    """A path as a model card records it: relative to the working directory (the checkout), so a
+    shipped card names no folder of the machine it was trained on."""
+    return os.path.relpath(Path(path).resolve()) if Path(path).is_absolute() else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
