@@ -82,14 +82,20 @@ def _name(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def _read_with(scene: Any, storage_class: str, node: Any, path: Path) -> None:
+def _read_with(scene: Any, storage_class: str, node: Any, path: Path, what: str = "") -> None:
+    """Read ``path`` into ``node`` through a new storage node; on failure leave neither in the scene.
+
+    Engine meshes are LPS files (as :func:`_write_with` writes them), not Slicer's RAS default.
+    """
     storage = scene.AddNewNodeByClass(storage_class)
+    if storage.IsA("vtkMRMLModelStorageNode"):
+        storage.SetCoordinateSystem(slicer.vtkMRMLStorageNode.CoordinateSystemLPS)
     storage.SetFileName(str(path))
     node.SetAndObserveStorageNodeID(storage.GetID())
     if not storage.ReadData(node):
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
-        raise OSError(f"Slicer could not read {path}")
+        raise OSError(f"Slicer could not read {what + ' ' if what else ''}{path}")
 
 
 def _write_with(scene: Any, storage_class: str, node: Any, path: str | Path) -> Path:
@@ -313,14 +319,7 @@ def load_model(scene: Any, path: str | Path, name: str | None = None, *,
     """Model from ``.vtp/.vtk/.stl/.ply/.obj`` (LPS files, as the engine writes them) with all arrays."""
     path = Path(path)
     node = scene.AddNewNodeByClass("vtkMRMLModelNode", name or _name(path))
-    storage = scene.AddNewNodeByClass("vtkMRMLModelStorageNode")
-    storage.SetCoordinateSystem(slicer.vtkMRMLStorageNode.CoordinateSystemLPS)
-    storage.SetFileName(str(path))
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node):
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise OSError(f"Slicer could not read model {path}")
+    _read_with(scene, "vtkMRMLModelStorageNode", node, path, what="model")
     node.CreateDefaultDisplayNodes()
     if color is not None:
         node.GetDisplayNode().SetColor(*color)
