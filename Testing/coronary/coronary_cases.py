@@ -9,6 +9,7 @@ import numpy as np
 
 from angiorecon.coronary.hull import roi_grid
 from angiorecon.coronary.problem import CoronaryProblem
+from angiorecon.metrics.evaluate import resample_to_grid
 from angiorecon.simulation.products import CoronaryConfig, CoronaryViews, simulate_coronary
 
 
@@ -22,9 +23,14 @@ class SmallCase:
     views: CoronaryViews
     problem: CoronaryProblem
 
+    def truth(self) -> np.ndarray:
+        """The true lumen on the problem's grid (occupancy ≥ ½)."""
+        return resample_to_grid(self.views.vessels.occupancy, self.views.vessels.grid, self.problem.grid) >= 0.5
 
-def small_case(side: str = "right", seed: int = 0, voxel: float = 0.6) -> SmallCase:
-    views = simulate_coronary(config=small_config(side), seed=seed)
+
+def small_case(side: str = "right", seed: int = 0, voxel: float = 0.6,
+               config: CoronaryConfig | None = None) -> SmallCase:
+    views = simulate_coronary(config=config or small_config(side), seed=seed)
     masks = views.masks_2d.astype(np.float32)
     grid = roi_grid(views.geometry, masks, spacing=voxel)
     return SmallCase(views, CoronaryProblem(views.geometry, masks, grid))

@@ -6,27 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from coronary_cases import small_case
 
 from angiorecon.coronary import fields
-from angiorecon.coronary.hull import roi_grid, visual_hull
+from angiorecon.coronary.hull import visual_hull
 from angiorecon.coronary.problem import CoronaryProblem
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
-from angiorecon.metrics.evaluate import resample_to_grid
 from angiorecon.metrics.volume import dice
-from angiorecon.simulation.products import CoronaryConfig, simulate_coronary
+from angiorecon.simulation.products import CoronaryConfig
 
 
 @pytest.fixture(scope="module")
 def case():
     """Right coronary tree, 256² detector, 0.6 mm ROI grid: (problem, truth mask, hull Dice)."""
     torch.set_num_threads(2)
-    views = simulate_coronary(config=CoronaryConfig(detector=(256, 256), pixel_spacing=(0.5, 0.6), side="right"),
-                              seed=3)
-    masks = views.masks_2d.astype(np.float32)
-    grid = roi_grid(views.geometry, masks, spacing=0.6)
-    truth = resample_to_grid(views.vessels.occupancy, views.vessels.grid, grid) >= 0.5
-    hull_dice = dice(visual_hull(views.geometry, masks, grid) >= 0.5, truth)
-    return CoronaryProblem(views.geometry, masks, grid), truth, hull_dice
+    c = small_case(seed=3, config=CoronaryConfig(detector=(256, 256), pixel_spacing=(0.5, 0.6), side="right"))
+    truth = c.truth()
+    hull_dice = dice(visual_hull(c.problem.geometry, c.problem.masks, c.problem.grid) >= 0.5, truth)
+    return c.problem, truth, hull_dice
 
 
 @pytest.mark.parametrize("method", ["neca", "sdfcar"])

@@ -6,26 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from coronary_cases import small_case
 
 from angiorecon.coronary import refine
-from angiorecon.coronary.hull import roi_grid, visual_hull
-from angiorecon.coronary.problem import CoronaryProblem
+from angiorecon.coronary.hull import visual_hull
 from angiorecon.coronary.train_refiner import perturb_masks, refiner_loss
-from angiorecon.metrics.evaluate import resample_to_grid
 from angiorecon.metrics.volume import dice
-from angiorecon.simulation.products import CoronaryConfig, simulate_coronary
+from angiorecon.simulation.products import CoronaryConfig
 
 
 def test_refine_hull_beats_the_hull_on_a_held_out_case():
     torch.set_num_threads(2)
     # training used seeds 1000–1011 (model card); 7 is held out
-    views = simulate_coronary(config=CoronaryConfig(detector=(256, 256), pixel_spacing=(0.5, 0.6), side="left"),
-                              seed=7)
-    masks = views.masks_2d.astype(np.float32)
-    grid = roi_grid(views.geometry, masks, spacing=0.6)
-    truth = resample_to_grid(views.vessels.occupancy, views.vessels.grid, grid) >= 0.5
-    hull = visual_hull(views.geometry, masks, grid)
-    occ, cen = refine.refine_hull(CoronaryProblem(views.geometry, masks, grid), hull)
+    c = small_case(seed=7, config=CoronaryConfig(detector=(256, 256), pixel_spacing=(0.5, 0.6), side="left"))
+    grid, truth = c.problem.grid, c.truth()
+    hull = visual_hull(c.problem.geometry, c.problem.masks, grid)
+    occ, cen = refine.refine_hull(c.problem, hull)
     assert occ.shape == cen.shape == grid.shape
     assert 0 <= occ.min() and occ.max() <= 1 and 0 <= cen.min() and cen.max() <= 1
     d_hull, d_ref = dice(hull >= 0.5, truth), dice(occ >= 0.5, truth)
