@@ -4,13 +4,14 @@ a second ``conftest`` module name would shadow ``Testing/conftest.py`` for other
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from angiorecon.coronary.hull import roi_grid
 from angiorecon.coronary.problem import CoronaryProblem
 from angiorecon.metrics.evaluate import resample_to_grid
-from angiorecon.simulation.products import CoronaryConfig, CoronaryViews, simulate_coronary
+from angiorecon.simulation.products import CoronaryConfig, CoronaryViews, simulate_coronary, write_coronary
 
 
 def small_config(side: str = "right") -> CoronaryConfig:
@@ -34,3 +35,14 @@ def small_case(side: str = "right", seed: int = 0, voxel: float = 0.6,
     masks = views.masks_2d.astype(np.float32)
     grid = roi_grid(views.geometry, masks, spacing=voxel)
     return SmallCase(views, CoronaryProblem(views.geometry, masks, grid))
+
+
+def write_case(views: CoronaryViews, root: Path) -> Path:
+    """``write_coronary`` into ``root`` (the product layout of ``simulate two-view``); returns ``root``."""
+    def path(rel: str) -> Path:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    write_coronary(views, path)
+    return root

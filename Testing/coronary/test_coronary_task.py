@@ -8,23 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from angiorecon.simulation.products import simulate_coronary, write_coronary
+from angiorecon.simulation.products import simulate_coronary
 from conftest import json_events, run_engine
-from coronary_cases import small_config
+from coronary_cases import small_config, write_case
 
 
 @pytest.fixture(scope="module")
 def sim_folder(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("two_view")
-    views = simulate_coronary(config=small_config("left"), seed=2)
-
-    def path(rel: str) -> Path:
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    write_coronary(views, path)
-    return out
+    return write_case(simulate_coronary(config=small_config("left"), seed=2), tmp_path_factory.mktemp("two_view"))
 
 
 def test_task_writes_every_role(sim_folder, tmp_path):

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coronary_cases import write_case
 
 from angiorecon.coronary.views import LoadedViews, load_views, png_to_log
 from angiorecon.errors import BadInput
 from angiorecon.geometry import ConeBeamGeometry
-from angiorecon.simulation.products import CoronaryConfig, simulate_coronary, write_coronary
+from angiorecon.simulation.products import CoronaryConfig, simulate_coronary
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,7 @@ def coronary_case(tmp_path_factory):
     cfg = CoronaryConfig(views=2, detector=(256, 256), pixel_spacing=(0.5, 0.55), vessel_spacing=0.5)
     views = simulate_coronary(config=cfg, seed=5)
 
-    def out(rel: str) -> Path:
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    write_coronary(views, out)
+    write_case(views, root)
     return views, root
 
 
@@ -206,12 +202,7 @@ def test_log_display_and_subtracted_dicom_are_vessels_bright(tmp_path):
                          dicom_display="log")
     case = simulate_coronary(config=cfg, seed=3)
 
-    def out(rel: str) -> Path:
-        p = tmp_path / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    write_coronary(case, out)
+    write_case(case, tmp_path)
     loaded = load_views([tmp_path / "dicom" / "view_1.dcm"])
     ref = -np.log(np.maximum(case.counts[0], 1.0))
     assert np.corrcoef(loaded.images[0].ravel(), ref.ravel())[0, 1] > 0.99      # affine in −ln(counts)
