@@ -66,12 +66,10 @@ def scores(metrics: dict) -> dict[str, float]:
 
 
 def run_engine_method(method: str, sim: Path, views: int, out: Path) -> dict[str, float]:
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
     t0 = time.perf_counter()
     engine("reconstruct", str(sim / "dataset"), "--method", method, "--views", str(views),
-           "--reference", str(sim / "truth" / "vessel_mask.nii.gz"), "--skip", "renderings", "--out", str(out))
+           "--reference", str(sim / "truth" / "vessel_mask.nii.gz"), "--skip", "renderings", "--out", str(out),
+           "--overwrite")
     seconds = time.perf_counter() - t0
     return {**scores(json.loads((out / "metrics.json").read_text())), "seconds": seconds}
 
