@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>9}: dice {ms('dice')}  cldice {ms('cldice')}  chamfer {ms('chamfer_mm')} mm  "
               f"hd95 {ms('hd95_mm')} mm  one-component {cc1:.0%}  {ms('seconds')} s/case  (n={len(rs)})")
     d = rows.get(DEFAULT_METHOD, [])
+    for name, rs in rows.items():   # the default against each peer measured in this run
+        if d and rs and name != DEFAULT_METHOD:
+            mean = lambda rr, k: float(np.mean([r[k] for r in rr]))  # noqa: E731
+            print(f"# {DEFAULT_METHOD}/{name}: Dice {mean(d, 'dice') / max(mean(rs, 'dice'), 1e-9):.2f}x, "
+                  f"clDice {mean(d, 'cldice') / max(mean(rs, 'cldice'), 1e-9):.2f}x, "
+                  f"time {mean(d, 'seconds') / max(mean(rs, 'seconds'), 1e-9):.2f}x")
     if d:
         met = {"dice": np.mean([r["dice"] for r in d]) >= TARGETS["dice"],
                "cldice": np.mean([r["cldice"] for r in d]) >= TARGETS["cldice"],
