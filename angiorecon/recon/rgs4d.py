@@ -71,15 +71,20 @@ class AttenuationField(nn.Module):
     near zero, a ReLU output can die for every Gaussian at once (observed), ending training.
     """
 
-    def __init__(self, cfg: RGSConfig) -> None:
+    def __init__(self, cfg: RGSConfig, rho_scale: float = 1.0) -> None:
         super().__init__()
         self.enc3, self.enc4 = HashGrid(cfg.grid3d), HashGrid(cfg.grid4d)
         self.net = MLP(self.enc3.out_dim + self.enc4.out_dim, 1, cfg.mlp_hidden, cfg.mlp_layers, "softplus")
+        # softplus(0) = 0.69/mm would start every Gaussian two orders above vessel attenuation (the
+        # anchor's ReLU starts at ≈ 0); ρ = ρ_scale·softplus(·) with ρ_scale from the FDK instead, and
+        # the head starts at ≈ 0.05·ρ_scale (overlapping seeds sum to about the FDK value).
+        self.rho_scale = float(rho_scale)
+        nn.init.constant_(self.net.net[-1].bias, -3.0)
 
     def forward(self, x01: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         tt = torch.as_tensor(t, dtype=x01.dtype, device=x01.device).expand(x01.shape[0])
         feat = torch.cat([self.enc3(x01), self.enc4(torch.cat([x01, tt[:, None]], -1))], -1)
-        return self.net(feat).squeeze(-1)
+        return self.rho_scale * self.net(feat).squeeze(-1)
 
 
 def _exp_lr(pair: tuple[float, float], frac: float) -> float:
@@ -87,8 +92,12 @@ def _exp_lr(pair: tuple[float, float], frac: float) -> float:
     return math.exp(lo)
 
 
-def initial_gaussians(problem: ReconProblem, n: int, threshold: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seed Gaussian centres at FDK voxels above a relative threshold; scale = RMS distance to 3 NN."""
+def initial_gaussians(problem: ReconProblem, n: int, threshold: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seed Gaussian centres at FDK voxels above a relative threshold; scale = RMS distance to 3 NN.
+
+    Also returns the FDK's robust (99.9 %) maximum, the attenuation scale of the field.
+    """
     from ..operators import fdk
 
     vol = np.clip(fdk(problem.projections, problem.grid, problem.geometry, filter="hann"), 0, None)
@@ -101,7 +110,7 @@ def initial_gaussians(problem: ReconProblem, n: int, threshold: float, rng: np.r
     centers = problem.grid.index_to_world(np.stack([ii, jj, kk], 1))
     dist, _ = cKDTree(centers).query(centers, k=4)
     scale = np.sqrt(np.mean(dist[:, 1:] ** 2, axis=1))
-    return centers.astype(np.float32), scale.astype(np.float32)
+    return centers.astype(np.float32), scale.astype(np.float32), robust_max
 
 
 def reconstruct_4drgs(problem: ReconProblem, preset: str = "fast", **overrides: object) -> DynamicResult:
@@ -117,12 +126,12 @@ def reconstruct_4drgs(problem: ReconProblem, preset: str = "fast", **overrides: 
     lo_t = torch.as_tensor(box_lo, dtype=torch.float32, device=device)
     size_t = torch.as_tensor(box_size, dtype=torch.float32, device=device)
 
-    centers, scale0 = initial_gaussians(problem, cfg.n_init, cfg.init_threshold, rng)
+    centers, scale0, rho_scale = initial_gaussians(problem, cfg.n_init, cfg.init_threshold, rng)
     s_min, s_max = cfg.scale_bounds[0] * min_sp, cfg.scale_bounds[1] * min_sp
     cloud = GaussianCloud(torch.as_tensor(centers, device=device),
                           torch.as_tensor(np.clip(scale0, s_min * 1.01, s_max * 0.99), device=device)[:, None].repeat(1, 3),
                           s_min, s_max)
-    field = AttenuationField(cfg).to(device)
+    field = AttenuationField(cfg, rho_scale).to(device)
     views = ViewTensors(problem.geometry, device)
     meas = torch.as_tensor(problem.projections, device=device)
     k = meas.shape[0]
