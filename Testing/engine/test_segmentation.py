@@ -80,6 +80,20 @@ def test_remove_small_components_is_relative_to_the_main_tree():
     assert info["components"] == 1 and kept.sum() == 1000
 
 
+def test_an_elongated_island_is_a_vessel_and_stays():
+    """A thin vessel crossing the volume on its own (a separate late-filling artery) is kept even
+    though it is far smaller than the main tree; a compact speck of the same size is not."""
+    m = np.zeros((40, 40, 40), bool)
+    m[2:32, 2:32, 2:32] = True            # main tree stand-in: 27 000 voxels
+    m[36:38, 36:38, 2:38] = True          # 144-voxel rod, 36 voxels long (0.5 % of the largest)
+    m[34:39, 2:7, 34:39] = True           # 125-voxel cube, 5 voxels across
+    kept, info = remove_small_components(m, min_fraction=0.01)
+    assert info == {"components_before": 3, "components": 2}
+    assert kept[37, 37, 20] and not kept[36, 4, 36]
+    kept, info = remove_small_components(m, min_fraction=0.01, min_extent_voxels=None)
+    assert info["components"] == 1
+
+
 def test_sparse_view_fdk_reconstruction_of_a_simulated_tree():
     """30-view FDK (streaks, blur) of a simulated tree at 4DRGS-like attenuation: one component,
     high clDice, same mask at any intensity scale."""
