@@ -49,6 +49,18 @@ def phantom():
     return problem, truth, proj, geom
 
 
+@pytest.fixture
+def one_thread():
+    """Run on one intra-op thread: these problems are too small to gain from more, and on a shared,
+    oversubscribed machine torch's spinning OpenMP workers made them 5× slower (measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _dice(vol: np.ndarray, truth: np.ndarray) -> float:
     """Dice of an Otsu segmentation (scale-free) against the true tubes."""
     from skimage.filters import threshold_otsu
@@ -76,16 +88,20 @@ def test_kinetic_beats_fdk_and_fits_held_out_views(phantom):
 
 
 @pytest.mark.parametrize("method", ["vpal", "4drgs"])
-def test_learned_methods_reduce_their_rendering_loss(phantom, method):
-    """CPU-sized runs of the anchors' methods train (their quality is reported by benchmarks/dsa_quality.py)."""
+def test_learned_methods_reduce_their_rendering_loss_and_beat_fdk(phantom, method, one_thread):
+    """CPU-sized runs of the anchors' methods train and recover the brief/late tubes FDK loses.
+
+    Measured on this phantom (seeds 0-2): FDK 0.64, VPAL 0.73-0.76, 4DRGS 0.78-0.82.
+    """
     from angiorecon.recon.rgs4d import reconstruct_4drgs
     from angiorecon.recon.vpal import reconstruct_vpal
 
     problem, truth, _, _ = phantom
     if method == "vpal":
-        res = reconstruct_vpal(problem, "fast", iterations=250, rays_per_batch=192, level_every=25, output_times=8)
+        res = reconstruct_vpal(problem, "fast", iterations=250, rays_per_batch=256, level_every=25, output_times=8)
     else:
         res = reconstruct_4drgs(problem, "fast", iterations=250, n_init=1500, densify_from=100, densify_until=200,
                                 densify_every=50, max_gaussians=3000, output_times=8)
-    assert res.info["loss_last"] < 0.7 * res.info["loss_first"]
+    assert res.info["loss_last"] < 0.3 * res.info["loss_first"]
     assert res.frames.shape == (8, *problem.grid.shape) and np.isfinite(res.frames).all()
+    assert _dice(res.max_opacification, truth) > _fdk_dice(problem, truth) + 0.05
