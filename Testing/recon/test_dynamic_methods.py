@@ -78,7 +78,7 @@ def test_kinetic_beats_fdk_and_fits_held_out_views(phantom):
 
     problem, truth, proj, geom = phantom
     res = reconstruct_kinetic(problem, "fast")
-    assert _dice(res.max_opacification, truth) > _fdk_dice(problem, truth) + 0.05
+    assert _dice(res.max_opacification, truth) > _fdk_dice(problem, truth) + margin
     rendered = res.render(geom, geom.times)
     held_out = np.setdiff1d(np.arange(geom.n_views), problem.geometry.meta["view_indices"])
     rel = np.linalg.norm(rendered[held_out] - proj[held_out]) / np.linalg.norm(proj[held_out])
@@ -87,11 +87,11 @@ def test_kinetic_beats_fdk_and_fits_held_out_views(phantom):
     assert np.median(ttp[truth > 0.015]) > 0.2   # not everything peaks at the start
 
 
-@pytest.mark.parametrize("method", ["vpal", "4drgs"])
-def test_learned_methods_reduce_their_rendering_loss_and_beat_fdk(phantom, method, one_thread):
+@pytest.mark.parametrize("method,margin", [("vpal", 0.05), ("4drgs", 0.1)])
+def test_learned_methods_reduce_their_rendering_loss_and_beat_fdk(phantom, method, margin, one_thread):
     """CPU-sized runs of the anchors' methods train and recover the brief/late tubes FDK loses.
 
-    Measured on this phantom (seeds 0-2): FDK 0.64, VPAL 0.73-0.76, 4DRGS 0.78-0.82.
+    Dice measured on this phantom over seeds 0-4: FDK 0.64, VPAL 0.71-0.76, 4DRGS 0.78-0.82.
     """
     from angiorecon.recon.rgs4d import reconstruct_4drgs
     from angiorecon.recon.vpal import reconstruct_vpal
@@ -104,4 +104,4 @@ def test_learned_methods_reduce_their_rendering_loss_and_beat_fdk(phantom, metho
                                 densify_every=50, max_gaussians=3000, output_times=8)
     assert res.info["loss_last"] < 0.3 * res.info["loss_first"]
     assert res.frames.shape == (8, *problem.grid.shape) and np.isfinite(res.frames).all()
-    assert _dice(res.max_opacification, truth) > _fdk_dice(problem, truth) + 0.05
+    assert _dice(res.max_opacification, truth) > _fdk_dice(problem, truth) + margin

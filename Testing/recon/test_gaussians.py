@@ -89,3 +89,16 @@ def test_float32_render_matches_float64_for_small_distant_gaussians(mode):
         args = [torch.tensor(a, dtype=dt) for a in ([[5.0, -3.0, 4.0]], [[1.0, 0.5, 0.6]], [[0.9, 0.2, -0.3, 0.1]], [0.7])]
         imgs.append(render_gaussians(*args, views, 1, mode=mode).double())
     assert float((imgs[1] - imgs[0]).norm() / imgs[0].norm()) < 1e-4
+
+
+def test_voxelizer_many_densities_equals_one_at_a_time():
+    grid = VolumeGrid.centered((20, 18, 16), 1.5)
+    g = torch.Generator().manual_seed(0)
+    means = (torch.rand(30, 3, generator=g, dtype=torch.float64) - 0.5) * 20
+    scales = 0.5 + 2 * torch.rand(30, 3, generator=g, dtype=torch.float64)
+    quats = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    rho = torch.rand(30, 3, generator=g, dtype=torch.float64)
+    many = voxelize_gaussians(means, scales, quats, rho, grid)
+    assert many.shape == (3, *grid.shape)
+    for t in range(3):
+        torch.testing.assert_close(many[t], voxelize_gaussians(means, scales, quats, rho[:, t], grid))

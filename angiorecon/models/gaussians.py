@@ -145,11 +145,17 @@ def render_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.Ten
 
 def voxelize_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.Tensor, density: torch.Tensor,
                        grid: VolumeGrid, *, chunk: int = 4096) -> torch.Tensor:
-    """Evaluate ``Σ_i ρ_i G_i(x)`` at the voxel centres of an axis-aligned grid → (nz, ny, nx)."""
+    """Evaluate ``Σ_i ρ_i G_i(x)`` at the voxel centres of an axis-aligned grid → (nz, ny, nx).
+
+    ``density`` (G, T) voxelises T densities of the same geometry at once → (T, nz, ny, nx): each
+    kernel value is computed once for all T (4DRGS's time frames share their Gaussians).
+    """
     if not grid.is_axis_aligned:
         raise ValueError("voxelize_gaussians needs an axis-aligned grid")
     nz, ny, nx = grid.shape
-    vol = means.new_zeros(nz * ny * nx)
+    many = density.ndim == 2
+    dens = density if many else density[:, None]
+    vol = means.new_zeros(nz * ny * nx, dens.shape[1])
     _, inv = covariance_inverse(scales, quats)
     aff = torch.as_tensor(grid.affine, dtype=means.dtype, device=means.device)
     inv_aff = torch.linalg.inv(aff)
@@ -166,7 +172,7 @@ def voxelize_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.T
         off = torch.arange(-hi, hi + 1, device=means.device)
         ok, oj, oi = torch.meshgrid(off, off, off, indexing="ij")
         offs = torch.stack([oi, oj, ok], -1).reshape(-1, 3)
-        per = max(1, chunk * 64 // offs.shape[0])
+        per = max(1, chunk * 64 // (offs.shape[0] * dens.shape[1]))
         for start in range(0, sel_all.numel(), per):
             sel = sel_all[start:start + per]
             base = torch.round(ijk[sel]).detach().long()
@@ -178,10 +184,10 @@ def voxelize_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.T
             world = vox.to(means.dtype) @ aff[:3, :3].T + aff[:3, 3]
             dlt = world - means[g]
             q = (dlt[:, None, :] @ inv[g] @ dlt[:, :, None]).reshape(-1)
-            val = density[g] * torch.exp(-0.5 * q)
+            val = dens[g] * torch.exp(-0.5 * q)[:, None]
             flat = (vox[:, 2] * ny + vox[:, 1]) * nx + vox[:, 0]
             vol = vol.index_add(0, flat, val)
-    return vol.view(nz, ny, nx)
+    return vol.T.reshape(-1, nz, ny, nx) if many else vol.view(nz, ny, nx)
 
 
 class GaussianCloud(nn.Module):
