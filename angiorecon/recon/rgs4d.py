@@ -238,7 +238,7 @@ def _voxelize_over_time(cloud: GaussianCloud, field: AttenuationField, lo: torch
     x01 = ((cloud.means - lo) / size).clamp(0, 1)
     rho = torch.stack([field(x01, float(t)) for t in np.linspace(0, 1, cfg.output_times)], 1)   # (G, T)
     frames = []
-    per = 4   # time frames per pass: bounds the (voxels × frames) accumulator
+    per = 8   # time frames per pass: bounds the (frames × voxels) accumulator
     for j in range(0, cfg.output_times, per):
         frames.append(voxelize_gaussians(cloud.means, cloud.scales, cloud.quats, rho[:, j:j + per], problem.grid).cpu().numpy())
         problem.progress(0.9 + 0.1 * min(j + per, cfg.output_times) / cfg.output_times, "4DRGS voxelising")
