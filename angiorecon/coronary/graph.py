@@ -3,9 +3,11 @@
 AutoCAR-style second stage (``coronary_two_view.md`` §4.3, own implementation from the idea):
 
 1. skeletonise a candidate 3D occupancy (visual hull or refined hull) into branches;
-2. prune ghost branches: a branch is kept only when it reprojects onto vessel in every view *and*
-   explains vessel centreline pixels no kept branch explains yet, in every view (two-view ghosts
-   are redundant: each of their projections lies on a vessel a true branch already covers);
+2. cut the candidates where they pass a 2D junction in any view (a match can switch vessel at a
+   crossing), then prune ghost pieces: a piece is kept only when it reprojects onto vessel in every
+   view *and* explains vessel centreline pixels no kept piece explains yet, in every view (two-view
+   ghosts are redundant: each of their projections lies on a vessel a true branch already covers);
+   the greedy order favours pieces whose per-view widths agree and that lie near the kept tree;
 3. join the kept branches into one tree (shared junctions, then shortest bridges between pieces,
    then a spanning tree — connectivity holds by construction, whatever the optimiser does);
 4. fit point positions and radii with torch: 2D centreline reprojection error in every view (both
@@ -130,27 +132,82 @@ def _sample(maps: np.ndarray, uv: np.ndarray, cval: float) -> np.ndarray:
                                              cval=cval) for v in range(len(maps))])
 
 
+def skeleton_junctions(views: ViewMaps) -> list[np.ndarray]:
+    """Per view, the skeleton pixels (col, row) with three or more skeleton neighbours (bifurcations, crossings)."""
+    out = []
+    for v, s in enumerate(views.skeletons):
+        img = np.zeros(views.masks.shape[1:], dtype=bool)
+        img[s[:, 1].astype(np.int64), s[:, 0].astype(np.int64)] = True
+        nb = ndimage.convolve(img.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
+        out.append(np.argwhere(img & (nb >= 3))[:, ::-1].astype(np.float64))
+    return out
+
+
+def split_at_junctions(curves: list[np.ndarray], radii: list[np.ndarray], geometry: ConeBeamGeometry,
+                       views: ViewMaps, *, tol_px: float = 2.0, min_points: int = 3
+                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cut every 3D candidate where its projection passes a skeleton junction in *any* view.
+
+    An epipolar match or a hull skeleton branch can run along one vessel and, at a 2D crossing or
+    bifurcation in one view, continue on a different vessel there (a continuous 3D curve that is
+    half real, half ghost). Cut into pieces between junctions, the real and the ghost parts compete
+    separately in the pruning, and a long ghost cannot win on length alone.
+    """
+    kts = [cKDTree(j) if len(j) else None for j in skeleton_junctions(views)]
+    out_c: list[np.ndarray] = []
+    out_r: list[np.ndarray] = []
+    for c, r in zip(curves, radii):
+        c = np.asarray(c, float)
+        uv, _w = _project(geometry, c)
+        near = np.zeros(len(c), dtype=bool)
+        for v, t in enumerate(kts):
+            if t is not None:
+                near |= t.query(uv[v])[0] <= tol_px
+        lab, n = ndimage.label(near)
+        cuts = [int(np.mean(np.flatnonzero(lab == k))) for k in range(1, n + 1)]
+        bounds = [0] + [k for k in cuts if 0 < k < len(c) - 1] + [len(c) - 1]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b - a + 1 >= min_points:
+                out_c.append(c[a:b + 1])
+                out_r.append(np.asarray(r, float)[a:b + 1])
+    return out_c, out_r
+
+
 def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views: ViewMaps, *,
                     step: float = 0.5, tol_px: float = 2.0, min_inside: float = 0.8,
                     min_new_px: int = 4, min_new_fraction: float = 0.25,
-                    width_agreement: bool = True) -> tuple[list[int], dict[str, Any]]:
+                    width_agreement: bool = True, agree_power: float = 4.0, join_mm: float = 1.5,
+                    gap_scale_mm: float = 10.0, max_gap_mm: float = 15.0, fill_gap_mm: float = 3.0,
+                    fill_agree: float = 0.8) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by greedy ghost pruning (set cover of the mask skeletons, all views).
 
     A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
     view) and add at least ``min_new_px`` and ``min_new_fraction`` of its projected length in new
-    skeleton pixels in *every* view when it is chosen. With ``width_agreement`` the greedy score
-    (new pixels in the worst view) is weighted by how well the views agree on the lumen radius
-    (median over the branch of min/max of the per-view radius in mm): a real vessel is round, so
-    every view sees the same width, while a ghost pairs pieces of different vessels.
+    skeleton pixels in *every* view when it is chosen. The greedy score (new pixels in the worst
+    view) is weighted by
+
+    * with ``width_agreement``, how well the views agree on the lumen radius (median over the branch
+      of min/max of the per-view radius in mm) to the power ``agree_power``: a real vessel is round,
+      so every view sees the same width, while a ghost pairs pieces of different vessels; the power
+      keeps a long ghost from winning on length alone;
+    * 3D connectivity, exp(−(gap − ``join_mm``)/``gap_scale_mm``) with gap the distance to the
+      branches kept so far: the tree is connected, while ghosts (pairings of different vessels)
+      usually lie away from it. Branches farther than ``max_gap_mm`` are not taken at all.
+
+    A last fill pass takes pieces within ``fill_gap_mm`` of the kept tree whose width agreement is
+    at least ``fill_agree`` and that are new in *one* view (vessels overlapping another one in the
+    other view); 0 disables it.
     """
     trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
     cover: list[list[np.ndarray]] = []
     lengths: list[np.ndarray] = []
+    pts_all: list[np.ndarray] = []
     ok = []
     agree = []
     ps = geometry.pixel_spacing.min(axis=1)[:, None]
     for c in curves:
         pts = _resample(c, np.zeros(len(c)), step)[0]
+        pts_all.append(pts)
         uv, w = _project(geometry, pts)
         inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
         r_mm = _sample(views.half_width, uv, 0.0) * w * ps
@@ -167,15 +224,43 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
         lengths.append(np.asarray(lens))
         ok.append(bool((inside >= min_inside).all()))
     covered = [np.zeros(len(s), dtype=bool) for s in views.skeletons]
+    gap = np.zeros(len(curves))
     chosen: list[int] = []
     left = {i for i, good in enumerate(ok) if good}
     while left:
         best, best_score = -1, -1.0
         for i in left:
+            if chosen and gap[i] > max_gap_mm:
+                continue
             new = np.array([np.count_nonzero(~covered[v][cover[i][v]]) for v in range(len(covered))])
             if (new < min_new_px).any() or (new < min_new_fraction * lengths[i]).any():
                 continue
-            score = float(new.min()) * agree[i]
+            score = float(new.min()) * agree[i] ** agree_power * np.exp(-max(gap[i] - join_mm, 0.0) / gap_scale_mm)
+            if score > best_score:
+                best, best_score = i, score
+        if best < 0:
+            break
+        first = not chosen
+        chosen.append(best)
+        left.discard(best)
+        for v in range(len(covered)):
+            covered[v][cover[best][v]] = True
+        kt = cKDTree(pts_all[best])
+        for i in left:
+            d = float(kt.query(pts_all[i])[0].min())
+            gap[i] = d if first else min(gap[i], d)
+    n_main = len(chosen)
+    # fill: a vessel that overlaps another one in some view adds nothing new there, so the every-view
+    # rule above cannot take it; accept it when it is attached to the tree, round and new in one view
+    while chosen and fill_gap_mm > 0:
+        best, best_score = -1, 0.0
+        for i in left:
+            if gap[i] > fill_gap_mm or agree[i] < fill_agree:
+                continue
+            new = np.array([np.count_nonzero(~covered[v][cover[i][v]]) for v in range(len(covered))])
+            if not ((new >= min_new_px) & (new >= min_new_fraction * lengths[i])).any():
+                continue
+            score = float(new.max()) * agree[i] ** agree_power
             if score > best_score:
                 best, best_score = i, score
         if best < 0:
@@ -184,7 +269,11 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
         left.discard(best)
         for v in range(len(covered)):
             covered[v][cover[best][v]] = True
+        kt = cKDTree(pts_all[best])
+        for i in left:
+            gap[i] = min(gap[i], float(kt.query(pts_all[i])[0].min()))
     info = {"candidates": len(curves), "reproject_inside": int(sum(ok)), "kept": len(chosen),
+            "filled": len(chosen) - n_main,
             "skeleton_coverage": [float(c.mean()) if len(c) else 0.0 for c in covered]}
     return chosen, info
 
@@ -423,12 +512,15 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
         if len(b.points) >= 2:
             curves.append(b.points)
             radii.append(np.full(len(b.points), float(np.nanmedian(b.radii)) if np.isfinite(b.radii).any() else 0.5))
-    report(0.2, f"prune ghosts among {len(curves)} branches")
+    n_raw = len(curves)
+    curves, radii = split_at_junctions(curves, radii, problem.geometry, views)
+    report(0.2, f"prune ghosts among {len(curves)} branch pieces")
     keep, sel_info = select_branches(curves, problem.geometry, views)
     report(0.3, f"connect {len(keep)} branches")
     tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
     fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,
                                 progress=lambda f, m: report(0.3 + 0.7 * f, m))
-    info = {"extra_candidates": n_extra, "skeleton_candidates": len(curves) - n_extra, "selection": sel_info,
+    info = {"extra_candidates": n_extra, "skeleton_candidates": n_raw - n_extra, "pieces": len(curves),
+            "selection": sel_info,
             "fit": fit_info, "points": len(fitted.points), "components": fitted.n_components()}
     return fitted, info
