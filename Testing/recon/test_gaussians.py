@@ -86,7 +86,8 @@ def test_float32_render_matches_float64_for_small_distant_gaussians(mode):
     imgs = []
     for dt in (torch.float64, torch.float32):
         views = ViewTensors(geom, "cpu", dt)
-        args = [torch.tensor(a, dtype=dt) for a in ([[5.0, -3.0, 4.0]], [[1.0, 0.5, 0.6]], [[0.9, 0.2, -0.3, 0.1]], [0.7])]
+        args = [torch.tensor(a, dtype=dt)
+                for a in ([[5.0, -3.0, 4.0]], [[1.0, 0.5, 0.6]], [[0.9, 0.2, -0.3, 0.1]], [0.7])]
         imgs.append(render_gaussians(*args, views, 1, mode=mode).double())
     assert float((imgs[1] - imgs[0]).norm() / imgs[0].norm()) < 1e-4
 

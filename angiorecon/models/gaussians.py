@@ -20,8 +20,9 @@ Two renderers, both differentiable through autograd:
 Each Gaussian touches only the pixels of a square patch around its projected centre (3σ of its
 2D footprint); Gaussians are bucketed by patch size so the work is ``Σ patch areas``, not
 ``G × H × W``, and every pixel of a patch is a quadratic form in its offset with a few
-coefficients per Gaussian (no per-pixel gathers of Σ⁻¹). Footprints wider than 64 pixels are truncated at ±64 pixels (the bounded scales
-of :class:`GaussianCloud` keep real Gaussians far below that).
+coefficients per Gaussian (no per-pixel gathers of Σ⁻¹). Footprints wider than 64 pixels are
+truncated at ±64 pixels (the bounded scales of :class:`GaussianCloud` keep real Gaussians far
+below that).
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def render_gaussians(means: torch.Tensor, scales: torch.Tensor, quats: torch.Ten
             lin = dx * k_eu[sel, None] + dy * k_ev[sel, None]
             eae = k_ee[sel, None] + 2 * lin + q2
             expo = (q2 - (lin + q2) ** 2 / eae) / kappa[sel, None] ** 2
-            e2 = g_ee[sel, None] + 2 * (dx * g_eu[sel, None] + dy * g_ev[sel, None]) + dx * dx * uu + 2 * dx * dy * uv + dy * dy * vv
+            e2 = (g_ee[sel, None] + 2 * (dx * g_eu[sel, None] + dy * g_ev[sel, None])
+                  + dx * dx * uu + 2 * dx * dy * uv + dy * dy * vv)                      # |e|²
             val = density[sel, None] * torch.sqrt(2 * math.pi * e2 / eae) * torch.exp(-0.5 * expo.clamp_min(0))
         else:
             ci = cov2_inv[sel]

@@ -240,6 +240,7 @@ def _voxelize_over_time(cloud: GaussianCloud, field: AttenuationField, lo: torch
     frames = []
     per = 8   # time frames per pass: bounds the (frames × voxels) accumulator
     for j in range(0, cfg.output_times, per):
-        frames.append(voxelize_gaussians(cloud.means, cloud.scales, cloud.quats, rho[:, j:j + per], problem.grid).cpu().numpy())
+        vol = voxelize_gaussians(cloud.means, cloud.scales, cloud.quats, rho[:, j:j + per], problem.grid)
+        frames.append(vol.cpu().numpy())
         problem.progress(0.9 + 0.1 * min(j + per, cfg.output_times) / cfg.output_times, "4DRGS voxelising")
     return np.concatenate(frames).astype(np.float32)
