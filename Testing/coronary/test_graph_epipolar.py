@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.epipolar import _triangulate, skeleton_segments
-from angiorecon.coronary.graph import PointTree, connect_tree, tubes_to_occupancy
+from angiorecon.coronary.graph import PointTree, ViewMaps, _project, connect_tree, split_at_junctions, tubes_to_occupancy
 from angiorecon.coronary.hull import sample_views, visual_hull
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
 from angiorecon.coronary.scoring import score_occupancy
@@ -111,3 +111,28 @@ def test_triangulation_of_intersecting_rays():
                           np.array([[0.0, 1, 0]]))
     np.testing.assert_allclose(x[0], [5, 0, 0], atol=1e-9)
     assert gap[0] == pytest.approx(0)
+
+
+def test_candidates_are_cut_where_one_view_has_a_junction(small_case):
+    """A 3D candidate is cut where its projection meets a 2D junction in *either* view (a match may
+    switch vessel there), and only there."""
+    g = small_case.problem.geometry
+    line = np.stack([np.linspace(-15, 15, 121), np.linspace(-5, 5, 121), np.zeros(121)], 1)
+    uv = _project(g, line)[0]
+    masks = np.zeros((2,) + tuple(g.det_shape), dtype=np.float32)
+    for v in range(2):
+        for t in np.linspace(0, 1, 400):
+            c, r = uv[v, 0] * (1 - t) + uv[v, -1] * t
+            masks[v, int(round(r)) - 1:int(round(r)) + 2, int(round(c)) - 1:int(round(c)) + 2] = 1
+    c, r = np.rint(uv[1, 60]).astype(int)                   # a side branch at the middle, view 1 only
+    masks[1, r + 1:r + 25, c - 1:c + 2] = 1
+    views = ViewMaps.from_masks(masks)
+    pieces, radii = split_at_junctions([line], [np.ones(len(line))], g, views)
+    assert len(pieces) == 2 and [len(r) for r in radii] == [len(p) for p in pieces]
+    cut = len(pieces[0]) - 1
+    assert abs(cut - 60) <= 6                               # cut at the junction ...
+    np.testing.assert_array_equal(pieces[1][0], pieces[0][-1])   # ... into pieces sharing the cut point
+    assert len(pieces[0]) + len(pieces[1]) == len(line) + 1
+    masks[1, r + 1:r + 25, c - 1:c + 2] = 0                 # no side branch: nothing to cut
+    alone, _ = split_at_junctions([line], [np.ones(len(line))], g, ViewMaps.from_masks(masks))
+    assert len(alone) == 1

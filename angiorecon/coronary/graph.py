@@ -178,7 +178,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                     min_new_px: int = 4, min_new_fraction: float = 0.25,
                     width_agreement: bool = True, agree_power: float = 4.0, join_mm: float = 1.5,
                     gap_scale_mm: float = 10.0, max_gap_mm: float = 15.0, fill_gap_mm: float = 3.0,
-                    fill_agree: float = 0.8) -> tuple[list[int], dict[str, Any]]:
+                    fill_agree: float = 0.9) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by greedy ghost pruning (set cover of the mask skeletons, all views).
 
     A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
