@@ -490,6 +490,17 @@ def tubes_to_occupancy(tree: PointTree, grid: VolumeGrid, step: float | None = N
 
 
 # ----------------------------------------------------------------------------- the whole stage
+def skeleton_candidates(occupancy: np.ndarray, grid: VolumeGrid, level: float = 0.5
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Branches (world mm polylines) of the skeleton of ``occupancy >= level``, each with its median radius."""
+    curves, radii = [], []
+    for b in extract_centerlines(occupancy >= level, grid).branches:
+        if len(b.points) >= 2:
+            curves.append(b.points)
+            radii.append(np.full(len(b.points), float(np.nanmedian(b.radii)) if np.isfinite(b.radii).any() else 0.5))
+    return curves, radii
+
+
 def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: float = 0.5,
                    extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
                    views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
@@ -508,10 +519,9 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     radii = list(extra_radii or [])
     n_extra = len(curves)
     report(0.02, "skeletonise candidate")
-    for b in extract_centerlines(candidate >= level, grid).branches:
-        if len(b.points) >= 2:
-            curves.append(b.points)
-            radii.append(np.full(len(b.points), float(np.nanmedian(b.radii)) if np.isfinite(b.radii).any() else 0.5))
+    sk_curves, sk_radii = skeleton_candidates(candidate, grid, level)
+    curves += sk_curves
+    radii += sk_radii
     n_raw = len(curves)
     curves, radii = split_at_junctions(curves, radii, problem.geometry, views)
     report(0.2, f"prune ghosts among {len(curves)} branch pieces")
