@@ -1,8 +1,8 @@
 """Two-view coronary reconstruction quality: every method side by side on simulated cases.
 
 Cases: ``simulate_coronary`` (LCA/RCA-like trees, views 30–90° apart, SID 1000–1200 mm, SOD
-750–800 mm, 512² at 0.25–0.3 mm), seeds 0..N-1 alternating right/left. Input masks (``--segmentation``):
-``learned`` (default, as in the ``coronary`` task) = the shipped U-Net segmentation of the simulated
+750–800 mm, 512² at 0.25–0.3 mm), seeds FIRST..FIRST+N-1 (even right, odd left). Input masks
+(``--segmentation``): ``learned`` (default, as in the ``coronary`` task) = the shipped U-Net segmentation of the simulated
 angiogram, ``frangi`` = the Frangi + hysteresis segmentation (realistic errors: missed small
 vessels, blobs at overlaps), ``noisy`` = the true 2D mask with boundary noise and
 dropouts, ``truth`` = the exact 2D masks. Scores (``coronary.scoring``) against the true 3D lumen on
@@ -64,6 +64,8 @@ def segmented_masks(views, method: str) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--first", type=int, default=0,
+                    help="seed of the first case (e.g. --first 6 scores seeds the defaults were not looked at on)")
     ap.add_argument("--methods", nargs="+", default=["hull", "epipolar", "autocar", "neca", "sdfcar"],
                     choices=list(METHODS))
     ap.add_argument("--segmentation", "--masks", dest="masks", choices=("learned", "frangi", "noisy", "truth"),
@@ -73,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
-    print(f"# coronary_quality: {args.cases} cases, segmentation={args.masks}, voxel {args.voxel} mm, "
-          f"{args.threads} threads, default method {DEFAULT_METHOD}")
+    print(f"# coronary_quality: {args.cases} cases from seed {args.first}, segmentation={args.masks}, "
+          f"voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}")
-    for c in range(args.cases):
+    for c in range(args.first, args.first + args.cases):
         side = "right" if c % 2 == 0 else "left"
         views = simulate_coronary(config=CoronaryConfig(side=side), seed=c)
         rng = np.random.default_rng(1000 + c)

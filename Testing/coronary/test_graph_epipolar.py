@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.epipolar import _triangulate, skeleton_segments
-from angiorecon.coronary.graph import PointTree, ViewMaps, _project, connect_tree, split_at_junctions, tubes_to_occupancy
+from angiorecon.coronary.graph import (PointTree, ViewMaps, _project, connect_tree, split_at_junctions,
+                                       tubes_to_occupancy)
 from angiorecon.coronary.hull import sample_views, visual_hull
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
 from angiorecon.coronary.scoring import score_occupancy
