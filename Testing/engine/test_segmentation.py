@@ -80,16 +80,18 @@ def test_remove_small_components_is_relative_to_the_main_tree():
     assert info["components"] == 1 and kept.sum() == 1000
 
 
-def test_an_elongated_island_is_a_vessel_and_stays():
-    """A thin vessel crossing the volume on its own (a separate late-filling artery) is kept even
-    though it is far smaller than the main tree; a compact speck of the same size is not."""
-    m = np.zeros((40, 40, 40), bool)
-    m[2:32, 2:32, 2:32] = True            # main tree stand-in: 27 000 voxels
-    m[36:38, 36:38, 2:38] = True          # 144-voxel rod, 36 voxels long (0.5 % of the largest)
-    m[34:39, 2:7, 34:39] = True           # 125-voxel cube, 5 voxels across
+def test_a_tube_shaped_island_is_a_vessel_and_stays():
+    """A vessel crossing the volume on its own (a separate late-filling artery) is kept although it is
+    far smaller than the main tree; a compact speck and thin streaks of about its size are not."""
+    m = np.zeros((64, 64, 64), bool)
+    m[2:42, 2:42, 2:42] = True            # main tree stand-in: 64 000 voxels, so 1 % = 640
+    m[50:54, 50:54, 2:40] = True          # tube 4 voxels across, 38 long: 608 voxels
+    m[50:56, 2:8, 50:56] = True           # speck: 216-voxel cube
+    m[60:63, 10:40, 60:63] = True         # streak 3 voxels across, 30 long: 270 voxels
+    m[44, 10:40, 44:46] = True            # streak 2 voxels across: 60 voxels
     kept, info = remove_small_components(m, min_fraction=0.01)
-    assert info == {"components_before": 3, "components": 2}
-    assert kept[37, 37, 20] and not kept[36, 4, 36]
+    assert info == {"components_before": 5, "components": 2}
+    assert kept[52, 52, 20] and not kept[53, 4, 53] and not kept[61, 20, 61] and not kept[44, 20, 44]
     kept, info = remove_small_components(m, min_fraction=0.01, min_extent_voxels=None)
     assert info["components"] == 1
 
