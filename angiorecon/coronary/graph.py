@@ -227,6 +227,19 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     gap = np.zeros(len(curves))
     chosen: list[int] = []
     left = {i for i, good in enumerate(ok) if good}
+
+    def take(best: int) -> None:
+        """Keep candidate ``best``: mark its pixels covered and update every other's distance to the tree."""
+        first = not chosen
+        chosen.append(best)
+        left.discard(best)
+        for v in range(len(covered)):
+            covered[v][cover[best][v]] = True
+        kt = cKDTree(pts_all[best])
+        for i in left:
+            d = float(kt.query(pts_all[i])[0].min())
+            gap[i] = d if first else min(gap[i], d)
+
     while left:
         best, best_score = -1, -1.0
         for i in left:
@@ -240,15 +253,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                 best, best_score = i, score
         if best < 0:
             break
-        first = not chosen
-        chosen.append(best)
-        left.discard(best)
-        for v in range(len(covered)):
-            covered[v][cover[best][v]] = True
-        kt = cKDTree(pts_all[best])
-        for i in left:
-            d = float(kt.query(pts_all[i])[0].min())
-            gap[i] = d if first else min(gap[i], d)
+        take(best)
     n_main = len(chosen)
     # fill: a vessel that overlaps another one in some view adds nothing new there, so the every-view
     # rule above cannot take it; accept it when it is attached to the tree, round and new in one view
@@ -265,13 +270,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                 best, best_score = i, score
         if best < 0:
             break
-        chosen.append(best)
-        left.discard(best)
-        for v in range(len(covered)):
-            covered[v][cover[best][v]] = True
-        kt = cKDTree(pts_all[best])
-        for i in left:
-            gap[i] = min(gap[i], float(kt.query(pts_all[i])[0].min()))
+        take(best)
     info = {"candidates": len(curves), "reproject_inside": int(sum(ok)), "kept": len(chosen),
             "filled": len(chosen) - n_main,
             "skeleton_coverage": [float(c.mean()) if len(c) else 0.0 for c in covered]}
