@@ -121,7 +121,9 @@ def test_ddsa_train_cli_under_torchrun_writes_only_from_rank0(tmp_path):
     write_volume(tmp_path / "train_ct.nii.gz", hu, grid)
     write_volume(tmp_path / "val_ct.nii.gz", np.where(hu > 500, 1200.0, hu).astype(np.float32), grid)
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    scratch = tmp_path / "tmp"      # the ranks' TMPDIR: rank 1's private worker folder must be gone after
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", "29534", "-m", "angiorecon", "ddsa-train", "--out", str(out),
                           "--device", "cpu", "--steps", "2", "--batch", "2", "--patch", "32", "--width", "4",
@@ -134,7 +136,8 @@ def test_ddsa_train_cli_under_torchrun_writes_only_from_rank0(tmp_path):
     assert names == ["best.pt", "ddsa_weights.pt", "history.json", "last.pt", "manifest.json"]
     weights = load_checkpoint(out / "ddsa_weights.pt")
     assert weights["step"] >= 1 and weights["meta"]["world_size"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "train_ct.nii.gz", "val_ct.nii.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tmp", "train_ct.nii.gz", "val_ct.nii.gz"]
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("angiorecon-")]
 
 
 def test_coronary_pairs_are_consistent_fill_and_iodine():

@@ -19,8 +19,10 @@ writes to ``--out`` (other ranks' worker folders go to a temporary directory).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -79,8 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rank != 0:
-        # only rank 0 writes to --out; the others' worker folders live in a private temporary dir
-        args.out = Path(tempfile.mkdtemp(prefix=f"angiorecon-ddsa-rank{rank}-")) / "out"
+        # only rank 0 writes to --out; the others' worker folders live in a private temporary dir,
+        # removed when the process exits
+        private = tempfile.mkdtemp(prefix=f"angiorecon-ddsa-rank{rank}-")
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
+        args.out = Path(private) / "out"
         args.events = "quiet"
     overrides = {k: v for k, v in {"width": args.width, "depth": args.depth, "norm": args.norm,
                                     "up_mode": args.up_mode, "down_mode": args.down_mode,
