@@ -17,7 +17,7 @@ Targets for the default method: Dice ≥ 0.90, clDice ≥ 0.90, Chamfer ≤ 2 mm
 
 Usage: ``python benchmarks/dsa_quality.py [--cases aorta_cta,pulmonary_cta] [--views 30]
 [--methods kinetic,fdk,sart,rtk-fdk,rtk-sart,vpal,4drgs] [--work DIR] [--seed 1]
-[--param vpal:iterations=300 ...]`` (the `fast` presets of VPAL / 4DRGS take ~40 min each on 2 cores).
+[--param vpal:iterations=300 ...] [--sim velocity=60 ...]`` (the `fast` presets of VPAL / 4DRGS take ~40 min each on 2 cores).
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def engine(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "angiorecon", *args, "--events", "quiet"], check=True, env=env)
 
 
-def simulate(case: str, seed: int, work: Path) -> Path:
+def simulate(case: str, seed: int, work: Path, sim_args: list[str]) -> Path:
     out = work / case / "sim"
     if not (out / "manifest.json").exists():
-        engine("simulate", "rotational", "--sample", case, "--seed", str(seed), "--out", str(out))
+        engine("simulate", "rotational", "--sample", case, "--seed", str(seed), *sim_args, "--out", str(out))
     return out
 
 
@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--methods", default="kinetic,fdk,sart,rtk-fdk,rtk-sart,vpal,4drgs")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "angiorecon_dsa_quality")
+    ap.add_argument("--sim", action="append", default=[], metavar="OPTION=VALUE",
+                    help="simulator option for a harder/different run, e.g. velocity=60, late-fraction=0.3, "
+                         "i0=20000 (repeatable; passed to `simulate rotational --OPTION VALUE`; use its own --work)")
     ap.add_argument("--param", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="preset override for one engine method, e.g. vpal:iterations=300 (repeatable)")
     a = ap.parse_args()
@@ -119,13 +122,21 @@ def main() -> None:
         if not sep or m not in params or "=" not in kv:
             ap.error(f"--param {p!r}: expected METHOD:KEY=VALUE with METHOD one of {ENGINE_METHODS}")
         params[m].append(kv)
+    sim_args = []
+    for opt in a.sim:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            ap.error(f"--sim {opt!r}: expected OPTION=VALUE, e.g. velocity=60")
+        sim_args += [f"--{key.lstrip('-')}", value]
     print(f"cores: {os.cpu_count()}, views: {a.views}, kinetic fast preset: {PRESETS['fast']}", flush=True)
+    if sim_args:
+        print(f"simulator options: {' '.join(sim_args)}", flush=True)
     if a.param:
         print(f"preset overrides: {a.param}", flush=True)
     rows: list[tuple[str, str, dict[str, float]]] = []
     for case in [c.strip() for c in a.cases.split(",") if c.strip()]:
         t0 = time.perf_counter()
-        sim = simulate(case, a.seed, a.work)
+        sim = simulate(case, a.seed, a.work, sim_args)
         print(f"[{case}] simulated in {time.perf_counter() - t0:.0f} s → {sim}", flush=True)
         for m in methods:
             row = run_peer(m, sim, a.views) if m in PEERS else \
