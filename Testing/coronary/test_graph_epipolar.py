@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.epipolar import _triangulate, skeleton_segments
-from angiorecon.coronary.graph import (PointTree, ViewMaps, _project, connect_tree, split_at_junctions,
-                                       tubes_to_occupancy)
+from angiorecon.coronary.graph import (PointTree, ViewMaps, _project, connect_tree, explanation_search,
+                                       split_at_junctions, tubes_to_occupancy)
 from angiorecon.coronary.hull import sample_views, visual_hull
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
 from angiorecon.coronary.scoring import score_occupancy
@@ -137,3 +137,33 @@ def test_candidates_are_cut_where_one_view_has_a_junction(small_case):
     masks[1, r + 1:r + 25, c - 1:c + 2] = 0                 # no side branch: nothing to cut
     alone, _ = split_at_junctions([line], [np.ones(len(line))], g, ViewMaps.from_masks(masks))
     assert len(alone) == 1
+
+
+def _line(a, b, n=21):
+    return np.linspace(a, b, n)
+
+
+def test_explanation_search_swaps_a_ghost_for_the_branches_it_shadows():
+    """The greedy took a ghost that pairs vessel A in view 1 with vessel B in view 2: adding the true
+    A and B explains every pixel, after which the ghost explains nothing and is dropped."""
+    px = np.arange(20)
+    cover = [[px[:10], px[:10]],                            # A
+             [px[10:], px[10:]],                            # B
+             [px[:10], px[10:]]]                            # ghost: A's pixels in view 1, B's in view 2
+    points = [_line([0, 0, 0], [10, 0, 0]), _line([10, 0, 0], [20, 0, 0]), _line([0, 0, 0], [5, 10, 0])]
+    cost = [6.0, 6.0, 6.0]
+    kept, moves = explanation_search([2], [0, 1, 2], cover, [20, 20], cost, points)
+    assert kept == [0, 1] and moves >= 2
+
+
+def test_explanation_search_keeps_a_branch_hidden_in_one_view_and_the_tree_connected():
+    px = np.arange(30)
+    cover = [[px[:10], px[:10]],                            # trunk
+             [px[10:20], px[:10]],                          # branch behind the trunk in view 2
+             [px[20:24], px[20:24]]]                        # a far speck: a few pixels, a second component
+    points = [_line([0, 0, 0], [10, 0, 0]), _line([10, 0, 0], [10, 10, 0]), _line([50, 50, 50], [52, 50, 50])]
+    cost = [6.0, 6.0, 2.4]
+    kept, _ = explanation_search([0], [0, 1, 2], cover, [30, 30], cost, points, component_px=25.0)
+    assert kept == [0, 1]                                   # new in one view only, still worth its cost
+    kept, _ = explanation_search([0], [0, 1, 2], cover, [30, 30], cost, points, component_px=0.0)
+    assert kept == [0, 1, 2]                                # only the component penalty keeps the speck out

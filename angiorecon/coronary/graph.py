@@ -7,7 +7,10 @@ AutoCAR-style second stage (``coronary_two_view.md`` §4.3, own implementation f
    crossing), then prune ghost pieces: a piece is kept only when it reprojects onto vessel in every
    view *and* explains vessel centreline pixels no kept piece explains yet, in every view (two-view
    ghosts are redundant: each of their projections lies on a vessel a true branch already covers);
-   the greedy order favours pieces whose per-view widths agree and that lie near the kept tree;
+   the greedy order favours pieces whose per-view widths agree and that lie near the kept tree,
+   then a local search on one explanation energy (uncovered skeleton pixels + a cost per kept
+   piece + a penalty per extra tree component) swaps ghosts the greedy took first for the true
+   branches they shadowed;
 3. join the kept branches into one tree (shared junctions, then shortest bridges between pieces,
    then a spanning tree — connectivity holds by construction, whatever the optimiser does);
 4. fit point positions and radii with torch: 2D centreline reprojection error in every view (both
@@ -178,8 +181,10 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                     min_new_px: int = 4, min_new_fraction: float = 0.25,
                     width_agreement: bool = True, agree_power: float = 4.0, join_mm: float = 1.5,
                     gap_scale_mm: float = 10.0, max_gap_mm: float = 15.0, fill_gap_mm: float = 3.0,
-                    fill_agree: float = 0.9) -> tuple[list[int], dict[str, Any]]:
-    """Indices of the branches kept by greedy ghost pruning (set cover of the mask skeletons, all views).
+                    fill_agree: float = 0.9, search: bool = True, px_cost: float = 0.3,
+                    disagree_cost: float = 1.0, component_px: float = 25.0, touch_mm: float = 2.0
+                    ) -> tuple[list[int], dict[str, Any]]:
+    """Indices of the branches kept by ghost pruning (set cover of the mask skeletons, all views).
 
     A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
     view) and add at least ``min_new_px`` and ``min_new_fraction`` of its projected length in new
@@ -197,6 +202,10 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     A last fill pass takes pieces within ``fill_gap_mm`` of the kept tree whose width agreement is
     at least ``fill_agree`` and that are new in *one* view (vessels overlapping another one in the
     other view); 0 disables it.
+
+    With ``search``, the greedy set is then improved by :func:`explanation_search` (add, remove and
+    swap moves on a global energy): the greedy order can take a ghost first, which then hides the
+    true branch it shadows (its pixels are no longer new) and cuts the tree there.
     """
     trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
     cover: list[list[np.ndarray]] = []
@@ -271,10 +280,108 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
         if best < 0:
             break
         take(best)
-    info = {"candidates": len(curves), "reproject_inside": int(sum(ok)), "kept": len(chosen),
-            "filled": len(chosen) - n_main,
-            "skeleton_coverage": [float(c.mean()) if len(c) else 0.0 for c in covered]}
+    info: dict[str, Any] = {"candidates": len(curves), "reproject_inside": int(sum(ok)), "greedy": n_main,
+                            "filled": len(chosen) - n_main}
+    if search and chosen:
+        cost = [px_cost * float(lengths[i].sum()) * (1 + disagree_cost * (1 - agree[i])) for i in range(len(curves))]
+        chosen, moves = explanation_search(chosen, [i for i, good in enumerate(ok) if good], cover,
+                                           [len(s) for s in views.skeletons], cost, pts_all,
+                                           component_px=component_px, touch_mm=touch_mm)
+        info["search_moves"] = moves
+        covered = [np.zeros(len(s), dtype=bool) for s in views.skeletons]
+        for i in chosen:
+            for v in range(len(covered)):
+                covered[v][cover[i][v]] = True
+    info["kept"] = len(chosen)
+    info["skeleton_coverage"] = [float(c.mean()) if len(c) else 0.0 for c in covered]
     return chosen, info
+
+
+def explanation_search(start: list[int], eligible: list[int], cover: list[list[np.ndarray]], n_pixels: list[int],
+                       cost: list[float], points: list[np.ndarray], *, component_px: float = 25.0,
+                       touch_mm: float = 2.0, max_moves: int = 200) -> tuple[list[int], int]:
+    """Best-improvement local search (add, remove, swap one piece) from ``start`` on the energy
+
+    E(S) = Σ_views #skeleton pixels no piece of S covers + Σ_{i∈S} cost_i
+           + ``component_px`` · (#connected components of S − 1)
+
+    (two pieces touch when their points come within ``touch_mm``). Why: a two-view ghost pairs
+    pieces of different vessels, so once the true branches are kept it covers no pixel they do not
+    and only pays its cost; a true branch hidden behind another vessel in one view still pays for
+    itself with the pixels it explains in the other; a missing link splits the tree. Returns the
+    kept indices and the number of moves made.
+    """
+    from scipy.sparse import csr_matrix
+
+    n = len(cover)
+    mats = []
+    for v in range(len(n_pixels)):
+        cols = [np.asarray(c[v], dtype=np.int64) for c in cover]
+        ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
+        mats.append(csr_matrix((np.ones(ptr[-1]), np.concatenate(cols), ptr), shape=(n, n_pixels[v])))
+    cost_a = np.asarray(cost, dtype=np.float64)
+    can = np.zeros(n, dtype=bool)
+    can[eligible] = True
+    lab = np.repeat(np.arange(n), [len(p) for p in points])
+    pr = cKDTree(np.concatenate(points)).query_pairs(touch_mm, output_type="ndarray")
+    a, b = lab[pr[:, 0]], lab[pr[:, 1]]
+    m = a != b
+    touch = coo_matrix((np.ones(2 * m.sum()), (np.r_[a[m], b[m]], np.r_[b[m], a[m]])), shape=(n, n)).tocsr()
+    share = sum(mm @ mm.T for mm in mats).tocsr()            # pieces with a skeleton pixel in common
+    sel = np.zeros(n, dtype=bool)
+    sel[start] = True
+    counts = [np.asarray(mm.T @ sel.astype(np.float64)).ravel() for mm in mats]
+
+    def components(mask: np.ndarray) -> tuple[int, np.ndarray]:
+        """Number of components of the pieces in ``mask`` and, per piece, how many it would touch."""
+        idx = np.flatnonzero(mask)
+        k, lab_s = connected_components(touch[idx][:, idx], directed=False)
+        hit = touch[:, idx] @ coo_matrix((np.ones(len(idx)), (np.arange(len(idx)), lab_s)), shape=(len(idx), k))
+        return k, np.asarray((hit > 0).sum(axis=1)).ravel()
+
+    def penalty(k: np.ndarray | int) -> np.ndarray:
+        return component_px * np.maximum(np.asarray(k) - 1, 0)
+
+    moves = 0
+    while moves < max_moves:
+        comp, joined = components(sel)
+        best, best_d = None, -1e-6
+        # add i: cost_i − (pixels only i would cover) + μ·(1 − #components it touches)
+        gain = sum(mm @ (c == 0).astype(np.float64) for mm, c in zip(mats, counts))
+        d_add = np.where(sel | ~can, np.inf, cost_a - gain + penalty(comp + 1 - joined) - penalty(comp))
+        i = int(np.argmin(d_add))
+        if d_add[i] < best_d:
+            best, best_d = (i,), float(d_add[i])
+        # remove j (and perhaps add a piece sharing its pixels instead)
+        only = sum(mm @ (c == 1).astype(np.float64) for mm, c in zip(mats, counts))
+        for j in np.flatnonzero(sel):
+            rest = sel.copy()
+            rest[j] = False
+            k_rest, joined_rest = components(rest) if rest.any() else (0, np.zeros(n))
+            d_rem = only[j] - cost_a[j] + penalty(k_rest) - penalty(comp)
+            if d_rem < best_d:
+                best, best_d = (j,), float(d_rem)
+            part = share[j].indices
+            part = part[can[part] & ~sel[part]]
+            if not len(part):
+                continue
+            g = np.zeros(len(part))
+            for mm, c in zip(mats, counts):
+                after = c.copy()
+                after[mm[j].indices] -= 1
+                g += mm[part] @ (after == 0).astype(np.float64)
+            d_sw = d_rem + cost_a[part] - g + penalty(k_rest + 1 - joined_rest[part]) - penalty(k_rest)
+            k = int(np.argmin(d_sw))
+            if d_sw[k] < best_d:
+                best, best_d = (j, int(part[k])), float(d_sw[k])
+        if best is None:
+            break
+        for k in best:
+            sel[k] = not sel[k]
+            for mm, c in zip(mats, counts):
+                c[mm[k].indices] += 1 if sel[k] else -1
+        moves += 1
+    return [int(i) for i in np.flatnonzero(sel)], moves
 
 
 def connect_tree(curves: list[np.ndarray], radii: list[np.ndarray], *, step: float = 0.5,
