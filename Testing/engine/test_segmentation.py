@@ -80,18 +80,22 @@ def test_remove_small_components_is_relative_to_the_main_tree():
     assert info["components"] == 1 and kept.sum() == 1000
 
 
-def test_a_tube_shaped_island_is_a_vessel_and_stays():
+def test_a_thick_elongated_island_is_a_vessel_and_stays():
     """A vessel crossing the volume on its own (a separate late-filling artery) is kept although it is
-    far smaller than the main tree; a compact speck and thin streaks of about its size are not."""
+    far smaller than the main tree, also when it has fallen apart into short pieces; a compact speck
+    and streaks one or two voxels thin are not, however wide they fan out."""
     m = np.zeros((64, 64, 64), bool)
     m[2:42, 2:42, 2:42] = True            # main tree stand-in: 64 000 voxels, so 1 % = 640
     m[50:54, 50:54, 2:40] = True          # tube 4 voxels across, 38 long: 608 voxels
+    m[56:60, 44:48, 2:12] = True          # the same kind of tube broken into two 160-voxel pieces
+    m[56:60, 44:48, 14:24] = True
     m[50:56, 2:8, 50:56] = True           # speck: 216-voxel cube
-    m[60:63, 10:40, 60:63] = True         # streak 3 voxels across, 30 long: 270 voxels
-    m[44, 10:40, 44:46] = True            # streak 2 voxels across: 60 voxels
+    m[58:60, 10:40, 56:62] = True         # fanned streak 2 voxels thin, 6 wide, 30 long: 360 voxels
+    m[44, 10:40, 44:46] = True            # streak 1 voxel thin: 60 voxels
     kept, info = remove_small_components(m, min_fraction=0.01)
-    assert info == {"components_before": 5, "components": 2}
-    assert kept[52, 52, 20] and not kept[53, 4, 53] and not kept[61, 20, 61] and not kept[44, 20, 44]
+    assert info == {"components_before": 7, "components": 4}
+    assert kept[52, 52, 20] and kept[58, 46, 5] and kept[58, 46, 20]
+    assert not kept[53, 4, 53] and not kept[59, 20, 58] and not kept[44, 20, 44]
     kept, info = remove_small_components(m, min_fraction=0.01, min_extent_voxels=None)
     assert info["components"] == 1
 
