@@ -56,6 +56,7 @@ class CoronaryTwoViewParameterNode:
     firstMask: vtkMRMLSegmentationNode
     secondMask: vtkMRMLSegmentationNode
     reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
+    refinePose: bool = False
     device: Annotated[str, Choice(list(sharedJobs.DEVICES))] = "auto"
     outputFolder: Path
     loadMesh: bool = True
@@ -114,7 +115,7 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
         return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
                                  second_frame=p.secondFrame, frame_selection=p.frameSelection,
                                  segmentation=p.segmentationMethod, masks=masks, method=p.reconstructionMethod,
-                                 device=p.device)
+                                 refine_pose=p.refinePose, device=p.device)
 
     def rolesToLoadFor(self, p: CoronaryTwoViewParameterNode) -> list:
         roles = ["volume", "vessel_mask", "metrics"]

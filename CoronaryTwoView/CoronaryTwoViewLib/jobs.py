@@ -18,14 +18,15 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
                  segmentation: str = "learned", masks: Iterable[str | os.PathLike[str]] = (),
                  sidecars: Iterable[str | os.PathLike[str]] = (), method: str = "default",
                  voxel_mm: float | None = None, reference: str | os.PathLike[str] | None = None,
-                 device: str = "auto") -> dict[str, Any]:
+                 refine_pose: bool = False, device: str = "auto") -> dict[str, Any]:
     """``coronary VIEW1 VIEW2 [--frames F1 F2 | --match-phase] --segmentation S [--masks M1 M2]
-    [--sidecar J1 J2] --method M [--voxel V] [--reference REF] --device D``.
+    [--sidecar J1 J2] --method M [--voxel V] [--reference REF] [--refine-pose] --device D``.
 
     Each view is an XA DICOM run (or single frame) and a frame index in it; with ``cardiac-phase``
     the engine picks the pair at the same cardiac phase from frame times / ECG tags and the indices
     are ignored. ``masks``: one 2D vessel mask file per view (segmentation ``masks``, e.g. edited in
-    the Segment Editor); ``sidecars``: per-view geometry JSON when the DICOM lacks it.
+    the Segment Editor); ``sidecars``: per-view geometry JSON when the DICOM lacks it;
+    ``refine_pose``: correct a few degrees / mm of error in the second view's DICOM geometry.
     """
     for name, value, allowed in (("frame selection", frame_selection, FRAME_SELECTIONS),
                                  ("segmentation", segmentation, SEGMENTATION_METHODS),
@@ -55,4 +56,6 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
         job["voxel_mm"] = float(voxel_mm)
     if reference:
         job["reference"] = absolute(reference)
+    if refine_pose:
+        job["refine_pose"] = True
     return job

@@ -22,7 +22,7 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     out = tmp_path / "out"
     r = run_engine("coronary", sim_folder / "dicom/view_1.dcm", sim_folder / "dicom/view_2.dcm",
                    "--masks", sim_folder / "truth/masks_2d.nii.gz", "--voxel", "0.6", "--reference", sim_folder,
-                   "--device", "cpu", "--events", "json", "--out", out)
+                   "--refine-pose", "--device", "cpu", "--events", "json", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     ev = json_events(r.stdout)
     assert ev[-1]["event"] == "result"
@@ -37,6 +37,10 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     ref = m["reference"]
     assert ref["components"] == 1
     assert ref["dice"] > 0.35 and ref["cldice"] > 0.4      # plumbing; method bounds: test_graph_epipolar
+    # the DICOM geometry is exact here: the pose refinement runs, is recorded and moves little
+    pose = m["pose_correction"]["views"]["2"]
+    assert pose["rotation_deg"] < 2.5 and np.linalg.norm(pose["translation_mm"]) < 2.0, pose
+    assert manifest["pose_correction"] == m["pose_correction"]
     curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
     assert curves and all("Radius" in [mm["name"] for mm in c["measurements"]] for c in curves)
 
@@ -47,8 +51,9 @@ def test_job_keys_match_the_contract(sim_folder, tmp_path):
 
     args = build_parser(only="coronary").parse_args(
         ["coronary", str(sim_folder / "dicom/view_1.dcm"), str(sim_folder / "dicom/view_2.dcm"),
-         "--masks", "a.png", "b.png", "--voxel", "0.7", "--out", str(tmp_path)])
+         "--masks", "a.png", "b.png", "--voxel", "0.7", "--refine-pose", "--out", str(tmp_path)])
     job = job_from_args(args)
+    assert job["refine_pose"] is True
     assert job["views"] == [{"path": str(sim_folder / "dicom/view_1.dcm"), "frame": 0},
                             {"path": str(sim_folder / "dicom/view_2.dcm"), "frame": 0}]
     assert job["frame_selection"] == "index" and job["segmentation"] == "masks"
@@ -82,3 +87,12 @@ def test_bad_inputs_exit_2_with_a_specific_message(sim_folder, tmp_path, case, e
     assert r.returncode == 2, (r.returncode, r.stdout[-1500:], r.stderr[-1500:])
     err = [e for e in json_events(r.stdout) if e["event"] == "error"]
     assert err and err[-1]["kind"] == "bad-input" and expect in err[-1]["message"], err
+
+
+def test_refine_pose_must_be_a_boolean(sim_folder):
+    from angiorecon.errors import BadInput
+    from angiorecon.pipelines.coronary import _validate
+
+    views = [{"path": str(sim_folder / f"dicom/view_{v}.dcm"), "frame": 0} for v in (1, 2)]
+    with pytest.raises(BadInput, match="refine_pose must be true or false"):
+        _validate({"views": views, "refine_pose": "yes"})

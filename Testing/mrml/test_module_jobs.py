@@ -116,6 +116,7 @@ def test_coronary_methods_are_the_engines():
      ["--match-phase", "--segmentation", "frangi", "--device", "cpu"]),
     ({"segmentation": "masks", "masks": ["M1", "M2"], "sidecars": ["J1", "J2"], "voxel_mm": 0.4, "reference": "REF"},
      ["--masks", "M1", "M2", "--sidecar", "J1", "J2", "--voxel", "0.4", "--reference", "REF"]),
+    ({"refine_pose": True, "method": "epipolar"}, ["--refine-pose", "--method", "epipolar"]),
 ])
 def test_coronary_job_equals_engine_cli(tmp_path, kwargs, argv):
     """Paths: the engine keeps them as typed, so absolute paths are given to both."""

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="default", choices=["default", *METHODS],
                    help=f"3D method (default: {DEFAULT_METHOD})")
     p.add_argument("--voxel", type=float, help="voxel size of the reconstruction grid, mm (default 0.5)")
+    p.add_argument("--refine-pose", action="store_true",
+                   help="correct the secondary views' roll, tilt and sideways shift (a few degrees / mm of "
+                        "DICOM geometry error) by matching the views' epipolar crossing profiles")
     p.add_argument("--reference", type=Path, help="truth: a `simulate two-view` folder, a mask volume or a mesh")
 
 
@@ -64,6 +67,8 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job["sidecars"] = [str(s) for s in args.sidecar]
     if args.voxel is not None:
         job["voxel_mm"] = float(args.voxel)
+    if args.refine_pose:
+        job["refine_pose"] = True
     if args.reference is not None:
         job["reference"] = str(args.reference)
     return job
@@ -88,6 +93,8 @@ def _validate(job: dict[str, Any]) -> None:
         raise BadInput(f"voxel_mm must be between 0.05 and 5 mm, got {vox}")
     if job.get("segmentation") == "masks" and not job.get("masks"):
         raise BadInput("segmentation 'masks' needs 'masks': one mask file per view")
+    if not isinstance(job.get("refine_pose", False), bool):
+        raise BadInput(f"refine_pose must be true or false, got {job.get('refine_pose')!r}")
 
 
 def _masks(job: dict[str, Any], loaded: Any, device: str) -> np.ndarray:
@@ -202,9 +209,24 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     masks = _masks(job, loaded, device)
     timings["load_segment_s"] = time.perf_counter() - t0
     voxel = float(job.get("voxel_mm", 0.5))
-    grid = roi_grid(loaded.geometry, masks, spacing=voxel)
+    geometry = loaded.geometry
+    grid = roi_grid(geometry, masks, spacing=voxel)
+    pose: dict[str, Any] | None = None
+    if job.get("refine_pose"):
+        from ..coronary.pose import refine_pose
+
+        ctx.progress(0.08, "pose", "refining the secondary views' pose")
+        t_pose = time.perf_counter()
+        correction = refine_pose(geometry, masks, grid.center)
+        geometry = correction.apply(geometry)
+        grid = roi_grid(geometry, masks, spacing=voxel)
+        pose = correction.summary()
+        timings["pose_s"] = time.perf_counter() - t_pose
+        ctx.log("pose correction: " + ", ".join(f"view {v}: {c['rotation_deg']:.2f}° and "
+                                                f"{np.linalg.norm(c['translation_mm']):.2f} mm"
+                                                for v, c in pose["views"].items()))
     ctx.log(f"grid {grid.shape} at {voxel} mm")
-    problem = CoronaryProblem(loaded.geometry, masks, grid, loaded.images, {"sources": loaded.sources})
+    problem = CoronaryProblem(geometry, masks, grid, loaded.images, {"sources": loaded.sources})
     t1 = time.perf_counter()
     result = reconstruct(problem, name, device=device,
                          progress=lambda f, m: ctx.progress(0.1 + 0.6 * f, name, m))
@@ -233,7 +255,7 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         ctx.add_output("centerlines", "centerlines.vtp", "centerline polylines with Radius (VTP)")
 
     ctx.progress(0.8, "reproject", "overlays")
-    rendered = reprojection(result.occupancy, result.grid, loaded.geometry)
+    rendered = reprojection(result.occupancy, result.grid, geometry)
     binary = masks >= 0.5
     metrics: dict[str, Any] = {"method": name, "reprojection_dice": [_dice2d(rendered[v], binary[v])
                                                                      for v in range(len(binary))]}
@@ -248,6 +270,8 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     if job.get("reference"):
         ctx.progress(0.88, "evaluate", "against the reference")
         metrics["reference"] = _evaluate(Path(job["reference"]), result, lumen)
+    if pose is not None:
+        metrics["pose_correction"] = ctx.extra["pose_correction"] = pose
     metrics["info"] = result.info
     metrics["timings"] = timings
     (ctx.path("metrics.json")).write_text(json.dumps(metrics, indent=1, default=_jsonable))
