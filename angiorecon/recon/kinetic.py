@@ -36,7 +36,9 @@ from .base import DynamicResult, ReconProblem
 class KineticConfig:
     knots: int = 6                    #: temporal knots of c over the acquisition
     block_mm: float = 8.0             #: spacing of the coarse control grid of c
-    rounds: int = 4                   #: alternations between filling curves and vessel map
+    #: alternations between filling curves and vessel map (6 vs 4, with the debias sweep: aortic run
+    #: Chamfer 2.02 → 1.91 mm, pulmonary 0.97 → 0.93 mm, ~+35 % reconstruction time)
+    rounds: int = 6
     curve_sweeps: int = 3             #: sweeps over all views updating c per round
     #: sweeps over all views updating μ_max per round (3 and 3 vs 2 and 2: aortic Chamfer 2.16 → 2.07 mm,
     #: HD95 3.48 → 3.21 mm; pulmonary Chamfer 1.13 → 1.02 mm; ~+30 % reconstruction time)
@@ -56,6 +58,11 @@ class KineticConfig:
     #: filling window leaves and gives the energy back to the vessel (aortic run: HD95 4.41 → 3.48 mm,
     #: Chamfer 2.47 → 2.16 mm; pulmonary: Chamfer 1.26 → 1.07 mm at 0.01; 0.03 erases thin branches)
     l1_weight: float = 0.005
+    #: unregularised sweeps on μ_max after the last round. The shrinkage and TV lower every amplitude by
+    #: about the same amount, which thins vessels of low contrast (late-filling, washed-out) most; one
+    #: sweep without them restores the data-consistent amplitudes on the structure they found (aortic
+    #: run, seeds 1/3: Chamfer 2.03/1.98 → 1.91/1.87 mm at 6 rounds, 2.07 → 2.02 at 4; pulmonary 0.97 → 0.93)
+    debias_sweeps: int = 1
 
 
 PRESETS: dict[str, KineticConfig] = {
@@ -150,15 +157,15 @@ def reconstruct_kinetic(problem: ReconProblem, preset: str = "fast", **overrides
     mu = sart(b, grid, geom, iterations=cfg.static_iterations, subsets=cfg.subsets) if cfg.static_iterations else ones * 0
     mu = np.maximum(mu, 0).astype(np.float32) * fov
     curve = np.ones((knots.size, *blk.coarse), np.float32)   # c on the blocks at the knots
-    total = cfg.rounds * (cfg.curve_sweeps + cfg.mu_sweeps) * len(subsets)
+    total = (cfg.rounds * (cfg.curve_sweeps + cfg.mu_sweeps) + cfg.debias_sweeps) * len(subsets)
     step = 0
 
     def c_of(i: int) -> np.ndarray:
         return blk.up(np.tensordot(phi[i], curve, axes=1))
 
-    def update_mu(mu: np.ndarray, sweeps: int, message: str) -> np.ndarray:
+    def update_mu(mu: np.ndarray, sweeps: int, message: str, l1_weight: float) -> np.ndarray:
         """SIRT sweeps on μ_max with the curves fixed, each followed by the sparsity shrinkage."""
-        l1 = cfg.l1_weight * float(np.percentile(mu[mu > 0], 99.9)) if (mu > 0).any() else 0.0
+        l1 = l1_weight * float(np.percentile(mu[mu > 0], 99.9)) if (mu > 0).any() else 0.0
         for _ in range(sweeps):
             for idx in subsets:
                 num = np.zeros(grid.shape, np.float32)
@@ -201,11 +208,12 @@ def reconstruct_kinetic(problem: ReconProblem, preset: str = "fast", **overrides
         mu *= blk.up(scale)
         curve /= scale
         # (2) μ_max with the curves fixed: SIRT for A_i·diag(c_i) (row sums ≤ A_i 1, used as a safe bound).
-        mu = update_mu(mu, cfg.mu_sweeps, f"kinetic round {rnd + 1}/{cfg.rounds}: vessel map")
+        mu = update_mu(mu, cfg.mu_sweeps, f"kinetic round {rnd + 1}/{cfg.rounds}: vessel map", cfg.l1_weight)
         if cfg.tv_weight > 0:
             mu = _tv_denoise(mu, cfg.tv_weight) * fov
+    mu = update_mu(mu, cfg.debias_sweeps, "kinetic: debias (no shrinkage)", 0.0)
     times = np.linspace(t_lo, t_hi, cfg.output_times)
     frames = np.stack([mu * blk.up(np.tensordot(w, curve, axes=1)) for w in hat_weights(times, knots)])
     return DynamicResult(times, frames.astype(np.float32), grid,
                          {"method": "kinetic", "preset": preset, "knots": knots.tolist(), "block_voxels": list(blk.block),
-                          "rounds": cfg.rounds, "subsets": len(subsets)})
+                          "rounds": cfg.rounds, "debias_sweeps": cfg.debias_sweeps, "subsets": len(subsets)})
