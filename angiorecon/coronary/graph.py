@@ -346,7 +346,7 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
     while moves < max_moves:
         comp, joined = components(sel)
         best, best_d = None, -1e-6
-        # add i: cost_i − (pixels only i would cover) + μ·(1 − #components it touches)
+        # add i: cost_i − (pixels only i would cover) + the change of the component penalty
         gain = sum(mm @ (c == 0).astype(np.float64) for mm, c in zip(mats, counts))
         d_add = np.where(sel | ~can, np.inf, cost_a - gain + penalty(comp + 1 - joined) - penalty(comp))
         i = int(np.argmin(d_add))

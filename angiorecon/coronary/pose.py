@@ -176,12 +176,11 @@ def solve_view_pose(geometry: ConeBeamGeometry, view: int, chains: list[list[np.
 
 
 def refine_pose(geometry: ConeBeamGeometry, masks: np.ndarray, center: np.ndarray, *,
-                views: ViewMaps | None = None, max_deg: float = 6.0, max_mm: float = 8.0) -> PoseCorrection:
+                max_deg: float = 6.0, max_mm: float = 8.0) -> PoseCorrection:
     """Pose correction of every secondary view against view 0 from the vessel masks ([V, H, W])."""
     if geometry.n_views < 2:
         raise BadInput("pose refinement needs at least two views")
-    views = views or ViewMaps.from_masks(masks)
-    chains = view_chains(views)
+    chains = view_chains(ViewMaps.from_masks(masks))
     if not chains[0]:
         raise BadInput("pose refinement: the first view's mask has no vessel centerline")
     corr = PoseCorrection(np.asarray(center, dtype=np.float64))
