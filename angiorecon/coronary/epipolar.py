@@ -127,7 +127,7 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
     """3D centerline pieces (world mm) and their radii (mm) from matching view ``ref`` against ``other``."""
     views = views or ViewMaps.from_masks(problem.masks)
     g = problem.geometry
-    segs = skeleton_segments(_skeleton_image(views, ref))
+    segs = skeleton_segments(views.skeleton_image(ref))
     curves, radii = [], []
     for seg in segs:
         x = match_segment(seg, g, views.skeletons[other], ref, other)
@@ -143,13 +143,6 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
                 curves.append(p)
                 radii.append(ndimage.median_filter(np.median(r_mm, axis=0), size=5, mode="nearest"))
     return curves, radii
-
-
-def _skeleton_image(views: ViewMaps, v: int) -> np.ndarray:
-    img = np.zeros(views.masks.shape[1:], dtype=bool)
-    s = views.skeletons[v].astype(np.int64)
-    img[s[:, 1], s[:, 0]] = True
-    return img
 
 
 def reconstruct_epipolar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,

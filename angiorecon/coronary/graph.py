@@ -62,6 +62,13 @@ class ViewMaps:
         hw = np.stack([ndimage.distance_transform_edt(m) for m in b]).astype(np.float32)
         return cls(b, pts, to_s, to_m, hw)
 
+    def skeleton_image(self, v: int) -> np.ndarray:
+        """View ``v``'s skeleton as a boolean image (for cutting it into chains at junctions)."""
+        img = np.zeros(self.masks.shape[1:], dtype=bool)
+        s = self.skeletons[v].astype(np.int64)
+        img[s[:, 1], s[:, 0]] = True
+        return img
+
 
 @dataclass
 class PointTree:

@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from ..errors import BadInput
 from ..geometry import ConeBeamGeometry
-from .epipolar import _skeleton_image, skeleton_segments
+from .epipolar import skeleton_segments
 from .graph import ViewMaps
 
 
@@ -96,7 +96,7 @@ def observable_axes(geometry: ConeBeamGeometry, view: int) -> np.ndarray:
 
 def view_chains(views: ViewMaps) -> list[list[np.ndarray]]:
     """Per view, the skeleton cut at junctions into ordered pixel chains (col, row)."""
-    return [skeleton_segments(_skeleton_image(views, v)) for v in range(len(views.skeletons))]
+    return [skeleton_segments(views.skeleton_image(v)) for v in range(len(views.skeletons))]
 
 
 def _plane_angles(geometry: ConeBeamGeometry, view: int, chains: list[np.ndarray], secondary: int
