@@ -167,3 +167,24 @@ def test_explanation_search_keeps_a_branch_hidden_in_one_view_and_the_tree_conne
     assert kept == [0, 1]                                   # new in one view only, still worth its cost
     kept, _ = explanation_search([0], [0, 1, 2], cover, [30, 30], cost, points, component_px=0.0)
     assert kept == [0, 1, 2]                                # only the component penalty keeps the speck out
+
+
+def test_scoring_inside_the_field_of_view_ignores_vessels_a_view_cannot_see(small_case):
+    """A reconstruction of exactly what a narrower detector sees is perfect inside its field of view."""
+    from dataclasses import replace
+
+    from angiorecon.coronary.scoring import seen_by_every_view
+
+    v = small_case.views
+    h, w = v.geometry.det_shape
+    narrow = replace(v.geometry, det_shape=(h, w // 2))
+    truth = v.vessels.mask() != 0
+    ijk = np.argwhere(truth)
+    seen = seen_by_every_view(narrow, v.vessels.grid.index_to_world(ijk[:, ::-1]))
+    assert 0.05 < 1 - seen.mean() < 0.95                      # part of the tree leaves the narrow view
+    visible = np.zeros_like(truth)
+    visible[tuple(ijk[seen].T)] = True
+    full = score_occupancy(visible.astype(np.float32), v.vessels.grid, truth, v.vessels.grid)
+    inside = score_occupancy(visible.astype(np.float32), v.vessels.grid, truth, v.vessels.grid, seen_by=narrow)
+    assert full["dice"] < 0.95 and full["chamfer_mm"] > 0.5
+    assert inside["dice"] == pytest.approx(1.0) and inside["chamfer_mm"] == pytest.approx(0.0)
