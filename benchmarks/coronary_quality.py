@@ -163,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             rows[name].append(s)
             print(f"{side[0]}{c:>2} {sep:4.0f}° {name:>9} {s['dice']:6.3f} {s['cldice']:6.3f} {s['chamfer_mm']:6.2f} "
                   f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen_share:.1%}", flush=True)
-            if name == DEFAULT_METHOD and seen_share < 1.0:
-                s_in = score_occupancy(res.occupancy, res.grid, truth, views.vessels.grid, seen_by=views.geometry)
-                print(f"{'':>10} {'in view':>9} {s_in['dice']:6.3f} {s_in['cldice']:6.3f} {s_in['chamfer_mm']:6.2f} "
-                      f"{s_in['hd95_mm']:6.2f}   (scored inside both views' field of view only)", flush=True)
-            else:
-                s_in = s
             if name == DEFAULT_METHOD:
+                s_in = s if seen_share == 1.0 else score_occupancy(res.occupancy, res.grid, truth,
+                                                                    views.vessels.grid, seen_by=views.geometry)
                 in_view.append(s_in)
+                if s_in is not s:
+                    print(f"{'':>10} {'in view':>9} {s_in['dice']:6.3f} {s_in['cldice']:6.3f} "
+                          f"{s_in['chamfer_mm']:6.2f} {s_in['hd95_mm']:6.2f}   (scored inside both views' field "
+                          "of view only)", flush=True)
             if args.pose_error and name == DEFAULT_METHOD:
                 p = pose_rows(views, masks, args.voxel, *args.pose_error, seed=c)
                 p["dice_exact"] = s["dice"]
