@@ -34,6 +34,12 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     assert (out / "overlays/view_1.png").is_file() and (out / "overlays/view_2.png").is_file()
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["reprojection_dice"]) == 2 and min(m["reprojection_dice"]) > 0.6
+    # a view whose vessels run off its detector is reported and warned about
+    warned = [e["message"] for e in ev if e["event"] == "log" and e.get("level") == "warning"
+              and "detector edge" in e["message"]]
+    assert len(m["vessel_pixels_at_edge"]) == 2
+    assert len(warned) == sum(n >= 10 for n in m["vessel_pixels_at_edge"])
+    assert warned, "this small case's vessels touch both detectors' borders"
     ref = m["reference"]
     assert ref["components"] == 1
     assert ref["dice"] > 0.35 and ref["cldice"] > 0.4      # plumbing; method bounds: test_graph_epipolar

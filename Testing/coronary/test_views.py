@@ -210,3 +210,13 @@ def test_log_display_and_subtracted_dicom_are_vessels_bright(tmp_path):
              pixel_spacing=(1.0, 1.0), subtracted=True)
     dsa = load_views([tmp_path / "dsa.dcm"])
     np.testing.assert_allclose(dsa.images[0], case.iodine[0], atol=float(case.iodine.max()) / 1e4)
+
+
+def test_vessel_pixels_at_edge_counts_only_vessels_that_leave_the_detector():
+    from angiorecon.coronary.views import vessel_pixels_at_edge
+
+    masks = np.zeros((2, 64, 64), dtype=np.float32)
+    masks[0, 30:33, 10:50] = 1.0                 # inside the field of view
+    masks[1, 30:33, 20:64] = 1.0                 # runs off the right edge
+    assert vessel_pixels_at_edge(masks) == [0, 6]
+    assert vessel_pixels_at_edge(masks, margin_px=20) == [3 * (10 + 6), 3 * 20]
