@@ -344,7 +344,8 @@ class EngineModuleWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             stage, message = event.get("stage", ""), event.get("message", "")
             self.ui.stageLabel.text = f"{stage}: {message}" if message else stage
         elif kind == "log":
-            self.ui.logTextEdit.appendPlainText(event.get("message", ""))
+            prefix = "WARNING: " if event.get("level") == "warning" else ""
+            self.ui.logTextEdit.appendPlainText(prefix + event.get("message", ""))
         elif kind == "error":
             self.ui.logTextEdit.appendPlainText(f"ERROR ({event.get('kind', 'internal')}): {event.get('message', '')}")
 
