@@ -27,8 +27,8 @@ SEGMENTATIONS = ("learned", "frangi", "masks")
 DEFAULT_SEGMENTATION = "learned"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MESH_SUFFIXES = (".vtp", ".vtk", ".stl", ".ply", ".obj")
-#: warn when this many vessel-mask pixels of a view touch its border (simulated cases with every
-#: vessel inside both fields of view have none; those with 1–12 % outside have 14–360)
+#: warn when this many vessel-mask pixels of a view touch its border (34 simulated cases: the 16 with
+#: lumen outside a field of view have 14–361, 17 of the other 18 have 0)
 EDGE_WARN_PX = 10
 
 
