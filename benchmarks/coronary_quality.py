@@ -40,6 +40,8 @@ from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # 
 from angiorecon.coronary.pose import move_view, observable_axes, refine_pose  # noqa: E402
 from angiorecon.coronary.problem import CoronaryProblem  # noqa: E402
 from angiorecon.coronary.scoring import score_occupancy, seen_by_every_view  # noqa: E402
+from angiorecon.coronary.views import vessel_pixels_at_edge  # noqa: E402
+from angiorecon.pipelines.coronary import EDGE_WARN_PX  # noqa: E402
 from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # noqa: E402
 
 TARGETS = {"dice": 0.75, "cldice": 0.85, "chamfer_mm": 2.0, "components": 1, "seconds": 120.0}
@@ -134,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     pose: list[dict[str, float]] = []
     in_view: list[dict[str, float]] = []     # the default method scored where both views see
+    edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
     print(f"# coronary_quality: {args.cases} cases from seed {args.first}, segmentation={args.masks}, "
           f"voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}"
-          "   (seen: share of the true lumen inside both views' field of view)")
+          "   (seen: share of the true lumen inside both views' field of view; edge: vessel-mask pixels at "
+          f"each view's border, the task warns from {EDGE_WARN_PX})")
     for c in range(args.first, args.first + args.cases):
         side = "right" if c % 2 == 0 else "left"
         views = simulate_coronary(config=CoronaryConfig(side=side), seed=c)
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = views.vessels.mask()
         ijk = np.argwhere(truth)
         seen_share = float(seen_by_every_view(views.geometry, views.vessels.grid.index_to_world(ijk[:, ::-1])).mean())
+        edge = vessel_pixels_at_edge(masks)
+        edge_vs_seen.append((max(edge) >= EDGE_WARN_PX, seen_share == 1.0))
         for name in args.methods:
             t0 = time.perf_counter()
             try:
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             s["seconds"] = secs
             rows[name].append(s)
             print(f"{side[0]}{c:>2} {sep:4.0f}° {name:>9} {s['dice']:6.3f} {s['cldice']:6.3f} {s['chamfer_mm']:6.2f} "
-                  f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen_share:.1%}", flush=True)
+                  f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen_share:.1%}  edge {'/'.join(map(str, edge))}", flush=True)
             if name == DEFAULT_METHOD:
                 s_in = s if seen_share == 1.0 else score_occupancy(res.occupancy, res.grid, truth,
                                                                     views.vessels.grid, seen_by=views.geometry)
@@ -196,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {DEFAULT_METHOD} inside both views' field of view (what two views can reconstruct): "
               f"dice {mean['dice']:.3f}  cldice {mean['cldice']:.3f}  chamfer {mean['chamfer_mm']:.3f} mm  "
               f"hd95 {mean['hd95_mm']:.3f} mm")
+    warned_out = sum(w and not a for w, a in edge_vs_seen)
+    warned_all = sum(w and a for w, a in edge_vs_seen)
+    n_out = sum(not a for _w, a in edge_vs_seen)
+    print(f"# detector-edge warning (>= {EDGE_WARN_PX} px): {warned_out} of {n_out} cases with lumen outside a field "
+          f"of view, {warned_all} of {len(edge_vs_seen) - n_out} cases without")
     if pose:
         mean = {k: float(np.mean([p[k] for p in pose])) for k in pose[0]}
         deg, mm = args.pose_error

@@ -403,7 +403,7 @@ def vessel_pixels_at_edge(masks: np.ndarray, margin_px: int = 2, level: float = 
     """
     b = np.asarray(masks) >= level
     border = np.zeros(b.shape[1:], dtype=bool)
-    m = max(int(margin_px), 1)
+    m = max(int(margin_px), 1)                  # at least 1: a [-0:] slice would be the whole image
     border[:m] = border[-m:] = True
     border[:, :m] = border[:, -m:] = True
     return [int(np.count_nonzero(v & border)) for v in b]
