@@ -69,8 +69,7 @@ def segmented_masks(views, method: str) -> np.ndarray:
 
     from angiorecon.coronary.segment2d import segment_views
 
-    logs = -np.log(np.maximum(views.counts, 1.0) / views.config.i0)
-    return segment_views(SimpleNamespace(images=logs.astype(np.float32), geometry=views.geometry), method)
+    return segment_views(SimpleNamespace(images=views.line_integrals(), geometry=views.geometry), method)
 
 
 def pose_error(text: str) -> tuple[float, float]:

@@ -1,11 +1,12 @@
-"""Train the two-view hull refiner (``refine.RefinerNet``) on simulated coronary cases, CPU, 1 thread.
+"""Train the two-view hull refiner (``refine.RefinerNet``) on simulated coronary cases, CPU.
 
-    python -m angiorecon.coronary.train_refiner --cases 12 --steps 1500 --seed 0 \
-        --out angiorecon/weights/coronary_refiner.pt
+    python -m angiorecon.coronary.train_refiner --cases 36 --steps 6000 --seed 1 \
+        --segmenter-fraction 0.5 --threads 2 --out angiorecon/weights/coronary_refiner.pt
 
 Each case: a left or right tree from ``simulate_coronary`` (two clinical views, 512² detector), its
-2D masks perturbed like a segmenter would (1-px dilation/erosion, sub-pixel-to-1-px shifts standing
-in for calibration error, false-positive specks), the soft visual hull on a 0.45–0.65 mm ROI grid,
+2D masks either perturbed like a segmenter would (1-px dilation/erosion, sub-pixel-to-1-px shifts
+standing in for calibration error, false-positive specks) or produced by the shipped learned
+segmenter from the simulated angiogram, the soft visual hull on a 0.45–0.65 mm ROI grid,
 and targets: the true lumen (occupancy) and a centerness ridge exp(−d²/2σ²), d = distance to the
 true centerline, σ = 0.5 mm. Training samples patches around hull voxels; the loss is AutoCAR's
 BCE + soft Dice + centerness MSE (1:1:1). Case seeds are ``1000 + seed·1000 + i`` so held-out test
@@ -73,14 +74,25 @@ def centerline_distance(tree, points: np.ndarray, step: float = 0.1) -> np.ndarr
     return cKDTree(np.vstack(samples)).query(points)[0]
 
 
-def make_case(seed: int) -> Case:
-    """One simulated, perturbed two-view case with features and targets on its ROI grid."""
+def make_case(seed: int, segmenter: bool = False) -> Case:
+    """One simulated two-view case with features and targets on its ROI grid.
+
+    The 2D masks are the truth perturbed by :func:`perturb_masks`, or with ``segmenter`` the shipped
+    learned segmenter's probabilities on the simulated angiogram: what the default pipeline feeds the
+    refiner, with its real misses, merges and widths.
+    """
+    from types import SimpleNamespace
+
     from ..simulation.products import CoronaryConfig, simulate_coronary
+    from .segment2d import segment_views
 
     rng = np.random.default_rng(seed)
     side = "left" if rng.random() < 0.5 else "right"
     views = simulate_coronary(config=CoronaryConfig(side=side, motion_mm=float(rng.uniform(0, 0.5))), seed=seed)
-    masks = perturb_masks(views.masks_2d, rng)
+    if segmenter:
+        masks = segment_views(SimpleNamespace(images=views.line_integrals(), geometry=views.geometry), "learned")
+    else:
+        masks = perturb_masks(views.masks_2d, rng)
     spacing = float(rng.uniform(0.45, 0.65))
     grid = roi_grid(views.geometry, masks, spacing=spacing)
     hull = visual_hull(views.geometry, masks, grid)
@@ -138,19 +150,25 @@ def case_dice(net: RefinerNet, case: Case) -> tuple[float, float]:
 
 
 def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batch: int = 2, lr: float = 2e-3,
-          time_budget_s: float | None = None, val_seeds: tuple[int, ...] = (11,), log=print) -> dict:
+          time_budget_s: float | None = None, val_seeds: tuple[int, ...] = (11,), segmenter_fraction: float = 0.0,
+          threads: int = 1, base: int = 8, depth: int = 2, log=print) -> dict:
     """Generate ``cases`` simulated cases, train ``steps`` steps (or until ``time_budget_s`` of wall time
-    since the start, data generation included), save weights + model card."""
-    torch.set_num_threads(1)
+    since the start, data generation included), save weights + model card.
+
+    Every ``1/segmenter_fraction``-th case takes its masks from the learned segmenter (validation too,
+    when the fraction is above one half); the rest perturb the true masks.
+    """
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     t0 = time.time()
     data = []
+    from_segmenter = [int((i + 1) * segmenter_fraction) > int(i * segmenter_fraction) for i in range(cases)]
     for i in range(cases):
-        data.append(make_case(1000 + seed * 1000 + i))
+        data.append(make_case(1000 + seed * 1000 + i, segmenter=from_segmenter[i]))
         log(f"case {i + 1}/{cases} {data[-1].occupancy.shape} ({time.time() - t0:.0f} s)")
     t_data = time.time() - t0
-    net = RefinerNet()
+    net = RefinerNet(base=base, depth=depth)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, max(1, steps // 2), gamma=0.3)
     losses = []
@@ -165,22 +183,24 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         done = step + 1
         if (step + 1) % 100 == 0:
             log(f"step {step + 1}/{steps} loss {np.mean(losses[-100:]):.4f} ({time.time() - t0:.0f} s)")
     net.eval()
     val = []
     for s in val_seeds:
-        d_ref, d_hull = case_dice(net, make_case(s))
+        d_ref, d_hull = case_dice(net, make_case(s, segmenter=segmenter_fraction > 0.5))
         val.append({"seed": s, "dice_refined": round(d_ref, 4), "dice_hull": round(d_hull, 4)})
         log(f"validation seed {s}: refined Dice {d_ref:.3f} vs hull {d_hull:.3f}")
     wall = time.time() - t0
     meta = {"cases": cases, "steps": steps, "steps_done": done, "time_budget_s": time_budget_s, "seed": seed,
             "patch": patch, "batch": batch, "lr": lr,
-            "case_seeds": [1000 + seed * 1000 + i for i in range(cases)], "center_sigma_mm": CENTER_SIGMA_MM,
+            "case_seeds": [1000 + seed * 1000 + i for i in range(cases)], "segmenter_fraction": segmenter_fraction,
+            "segmenter_case_seeds": [1000 + seed * 1000 + i for i in range(cases) if from_segmenter[i]],
+            "center_sigma_mm": CENTER_SIGMA_MM,
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "validation": val,
-            "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": 1}
+            "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": threads}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, out)
     card = {"name": "coronary_refiner", "task": "two-view visual hull → occupancy + centerness (3D U-Net)",
@@ -190,7 +210,8 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
                       "on the dilated visual hull",
             "outputs": ["occupancy (sigmoid)", "centerness exp(-d^2/2 sigma^2) to the centerline"],
             "training_data": "simulate_coronary left/right trees, default CoronaryConfig (512², 2 views 30–90° "
-                             "apart), perturbed masks, ROI grid 0.45–0.65 mm; no real data",
+                             "apart), perturbed true masks or (segmenter_fraction of the cases) the shipped "
+                             "learned segmenter's masks, ROI grid 0.45–0.65 mm; no real data",
             "command": "python -m angiorecon.coronary.train_refiner " + " ".join(sys.argv[1:]) if
             sys.argv[0].endswith("train_refiner.py") else f"train(cases={cases}, steps={steps}, seed={seed})",
             "torch": torch.__version__, **meta}
@@ -205,10 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--patch", type=int, default=40)
     ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
+    ap.add_argument("--segmenter-fraction", type=float, default=0.0,
+                    help="share of cases whose masks come from the shipped learned segmenter (0–1)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base", type=int, default=8, help="channels of the first U-Net level")
+    ap.add_argument("--depth", type=int, default=2, help="U-Net levels below the first (patch must divide by 2**depth)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    if not 0.0 <= a.segmenter_fraction <= 1.0:
+        ap.error(f"--segmenter-fraction must be within 0–1, got {a.segmenter_fraction}")
     train(a.cases, a.steps, a.seed, a.out, patch=a.patch, time_budget_s=a.time_budget,
-          log=lambda m: print(m, flush=True))
+          segmenter_fraction=a.segmenter_fraction, threads=a.threads, base=a.base, depth=a.depth, log=lambda m: print(m, flush=True))
     return 0
 
 
