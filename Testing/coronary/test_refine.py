@@ -19,7 +19,7 @@ from angiorecon.simulation.products import CoronaryConfig
 
 def test_refine_hull_beats_the_hull_on_a_held_out_case():
     torch.set_num_threads(2)
-    # training used seeds 1000–1011 (model card); 7 is held out
+    # training used seeds 2000–2035 (model card); 7 is held out
     c = small_case(seed=7, config=CoronaryConfig(detector=(256, 256), pixel_spacing=(0.5, 0.6), side="left"))
     grid, truth = c.problem.grid, c.truth()
     hull = visual_hull(c.problem.geometry, c.problem.masks, grid)
