@@ -85,3 +85,13 @@ def test_training_writes_weights_and_a_card_with_segmenter_cases(tmp_path):
     assert saved["segmenter_fraction"] == 0.5 and isinstance(net, refine.RefinerNet)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["segmenter_fraction"] == 0.5 and "learned segmenter" in card["training_data"]
+
+
+@pytest.mark.parametrize("args", [["--patch", "44", "--depth", "3"], ["--segmenter-fraction", "1.5"]])
+def test_training_rejects_bad_arguments_before_any_work(tmp_path, args, capsys):
+    from angiorecon.coronary.train_refiner import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "r.pt")])
+    assert e.value.code == 2 and args[0] in capsys.readouterr().err
+    assert not (tmp_path / "r.pt").exists()

@@ -235,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not 0.0 <= a.segmenter_fraction <= 1.0:
         ap.error(f"--segmenter-fraction must be within 0–1, got {a.segmenter_fraction}")
+    if a.depth < 1 or a.patch % 2 ** a.depth:
+        ap.error(f"--patch {a.patch} must be divisible by 2**depth = {2 ** max(a.depth, 0)} (depth >= 1)")
     train(a.cases, a.steps, a.seed, a.out, patch=a.patch, time_budget_s=a.time_budget,
-          segmenter_fraction=a.segmenter_fraction, threads=a.threads, base=a.base, depth=a.depth, log=lambda m: print(m, flush=True))
+          segmenter_fraction=a.segmenter_fraction, threads=a.threads, base=a.base, depth=a.depth,
+          log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -590,8 +590,8 @@ def write_coronary(views: CoronaryViews, out: Callable[[str], Path], progress: P
     out("truth/simulation.json").write_text(json.dumps({"config": asdict(views.config), "info": views.info},
                                                        indent=1, default=_json_default))
     outs.append(("truth", "truth/simulation.json", "simulation parameters"))
-    _preview(views.line_integrals(), np.arange(g.n_views), [f"view {i + 1}" for i in range(g.n_views)], out("preview/views.png"),
-             "simulated coronary angiograms (log domain)", auto_contrast=True)
+    _preview(views.line_integrals(), np.arange(g.n_views), [f"view {i + 1}" for i in range(g.n_views)],
+             out("preview/views.png"), "simulated coronary angiograms (log domain)", auto_contrast=True)
     outs.append(("preview", "preview/views.png", "the simulated views"))
     return outs
 
