@@ -65,11 +65,9 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def segmented_masks(views, method: str) -> np.ndarray:
     """The task's own 2D segmentation (``segment_views``) of the simulated angiogram (log domain)."""
-    from types import SimpleNamespace
-
     from angiorecon.coronary.segment2d import segment_views
 
-    return segment_views(SimpleNamespace(images=views.line_integrals(), geometry=views.geometry), method)
+    return segment_views(views, method)
 
 
 def pose_error(text: str) -> tuple[float, float]:

@@ -81,8 +81,6 @@ def make_case(seed: int, segmenter: bool = False) -> Case:
     learned segmenter's probabilities on the simulated angiogram: what the default pipeline feeds the
     refiner, with its real misses, merges and widths.
     """
-    from types import SimpleNamespace
-
     from ..simulation.products import CoronaryConfig, simulate_coronary
     from .segment2d import segment_views
 
@@ -90,7 +88,7 @@ def make_case(seed: int, segmenter: bool = False) -> Case:
     side = "left" if rng.random() < 0.5 else "right"
     views = simulate_coronary(config=CoronaryConfig(side=side, motion_mm=float(rng.uniform(0, 0.5))), seed=seed)
     if segmenter:
-        masks = segment_views(SimpleNamespace(images=views.line_integrals(), geometry=views.geometry), "learned")
+        masks = segment_views(views, "learned")
     else:
         masks = perturb_masks(views.masks_2d, rng)
     spacing = float(rng.uniform(0.45, 0.65))

@@ -440,8 +440,10 @@ class CoronaryViews:
     config: CoronaryConfig
     info: dict[str, Any] = field(default_factory=dict)
 
-    def line_integrals(self) -> np.ndarray:
-        """[V, H, W] float32 ``−ln(N/I0)``: what a log-domain angiogram shows (vessels bright)."""
+    @property
+    def images(self) -> np.ndarray:
+        """[V, H, W] float32 ``−ln(N/I0)``, vessels bright: the log-domain views of ``LoadedViews.images``,
+        so ``segment_views`` takes simulated views as they are."""
         return physics.counts_to_line_integral(self.counts, self.config.i0)
 
 
@@ -590,7 +592,7 @@ def write_coronary(views: CoronaryViews, out: Callable[[str], Path], progress: P
     out("truth/simulation.json").write_text(json.dumps({"config": asdict(views.config), "info": views.info},
                                                        indent=1, default=_json_default))
     outs.append(("truth", "truth/simulation.json", "simulation parameters"))
-    _preview(views.line_integrals(), np.arange(g.n_views), [f"view {i + 1}" for i in range(g.n_views)],
+    _preview(views.images, np.arange(g.n_views), [f"view {i + 1}" for i in range(g.n_views)],
              out("preview/views.png"), "simulated coronary angiograms (log domain)", auto_contrast=True)
     outs.append(("preview", "preview/views.png", "the simulated views"))
     return outs
