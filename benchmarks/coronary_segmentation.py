@@ -54,7 +54,7 @@ def main() -> None:
         for s in range(args.sim_cases):
             case = simulate_coronary(config=CoronaryConfig(), seed=90_000 + s)
             for v in range(case.counts.shape[0]):
-                sim.append((f"sim{s}_view{v}", -np.log(np.maximum(case.counts[v], 1.0)).astype(np.float32),
+                sim.append((f"sim{s}_view{v}", case.images[v],
                             case.masks_2d[v], float(case.geometry.pixel_spacing[v, 1])))
         sets["simulated 512²"] = sim
 

@@ -21,8 +21,7 @@ def sim_views() -> tuple[LoadedViews, np.ndarray]:
     """Two simulated views (seed not used in training) as load_views would give them, and their true masks."""
     cfg = CoronaryConfig(views=2, detector=(320, 320), pixel_spacing=(0.4, 0.45), vessel_spacing=0.4)
     case = simulate_coronary(config=cfg, seed=777)
-    images = (-np.log(np.maximum(case.counts, 1.0))).astype(np.float32)
-    return LoadedViews(case.geometry, images, [0, 0], ["sim1", "sim2"]), case.masks_2d
+    return LoadedViews(case.geometry, case.images, [0, 0], ["sim1", "sim2"]), case.masks_2d
 
 
 def test_frangi_segments_simulated_views(sim_views):

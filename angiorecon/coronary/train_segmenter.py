@@ -47,7 +47,7 @@ def synthetic_views(n_cases: int, seed: int) -> tuple[list[np.ndarray], list[np.
                              stenoses=int(rng.integers(0, 3)))
         case = simulate_coronary(config=cfg, seed=seed * 1000 + k)
         for v in range(case.counts.shape[0]):
-            images.append((-np.log(np.maximum(case.counts[v], 1.0))).astype(np.float32))
+            images.append(case.images[v])
             masks.append(case.masks_2d[v].astype(np.float32))
     return images, masks
 
