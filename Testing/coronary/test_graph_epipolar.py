@@ -188,3 +188,24 @@ def test_scoring_inside_the_field_of_view_ignores_vessels_a_view_cannot_see(smal
     inside = score_occupancy(visible.astype(np.float32), v.vessels.grid, truth, v.vessels.grid, seen_by=narrow)
     assert full["dice"] < 0.95 and full["chamfer_mm"] > 0.5
     assert inside["dice"] == pytest.approx(1.0) and inside["chamfer_mm"] == pytest.approx(0.0)
+
+
+def test_depth_ambiguity_is_measured_against_the_epipolar_plane():
+    from angiorecon.coronary.epipolar import depth_ambiguous_length, epipolar_plane_angle
+    from angiorecon.geometry import ConeBeamGeometry
+    from angiorecon.vessels.centerlines import CenterlineTree
+
+    g = ConeBeamGeometry.from_xa_angles([0.0, 60.0], [0.0, 0.0], sid=1100.0, sod=780.0, det_shape=(64, 64),
+                                        pixel_spacing=(0.5, 0.5))
+    x0 = np.array([5.0, -3.0, 8.0])
+    in_plane = (g.source[0] - x0) / np.linalg.norm(g.source[0] - x0) + (g.source[1] - x0) / np.linalg.norm(
+        g.source[1] - x0)
+    normal = np.cross(g.source[0] - x0, g.source[1] - x0)
+    lin = np.linspace(0.0, 1.0, 21)[:, None]
+    along = x0 + 20.0 * lin * in_plane / np.linalg.norm(in_plane)       # 20 mm in the epipolar plane
+    across = x0 + 15.0 * lin * normal / np.linalg.norm(normal)          # 15 mm along its normal
+    assert epipolar_plane_angle(along, g) == pytest.approx(np.zeros(20), abs=1e-6)
+    assert epipolar_plane_angle(across[:2], g) == pytest.approx([90.0], abs=0.1)    # plane taken at the midpoint
+    tree = CenterlineTree.from_curves([along, across], [None, None])
+    assert depth_ambiguous_length(tree, g) == pytest.approx(20.0, abs=1e-6)
+    assert depth_ambiguous_length(tree, g.subset([0])) == pytest.approx(35.0, abs=1e-6)   # one view: no depth at all

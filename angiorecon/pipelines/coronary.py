@@ -30,6 +30,8 @@ MESH_SUFFIXES = (".vtp", ".vtk", ".stl", ".ply", ".obj")
 #: warn when this many vessel-mask pixels of a view touch its border (34 simulated cases: the 16 with
 #: lumen outside a field of view have 14–361, 17 of the other 18 have 0)
 EDGE_WARN_PX = 10
+#: centerline within this angle of every view pair's epipolar plane counts as depth-ambiguous
+AMBIGUOUS_DEG = 10.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -276,7 +278,14 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
                  f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}")
         ctx.add_output("overlays", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
     if tree is not None:
-        metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length)}
+        from ..coronary.epipolar import depth_ambiguous_length
+
+        ambiguous = depth_ambiguous_length(tree, geometry, AMBIGUOUS_DEG)
+        metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length),
+                                  "depth_ambiguous_mm": ambiguous, "depth_ambiguous_deg": AMBIGUOUS_DEG}
+        if ambiguous > 0:
+            ctx.log(f"{ambiguous:.0f} of {tree.total_length:.0f} mm of centerline run within {AMBIGUOUS_DEG:g}° of the "
+                    "views' epipolar planes: the views do not fix their depth, which follows their ends")
     if job.get("reference"):
         ctx.progress(0.88, "evaluate", "against the reference")
         metrics["reference"] = _evaluate(Path(job["reference"]), result, lumen)
