@@ -5,6 +5,9 @@ to the skeleton of a second view along epipolar lines; a Viterbi pass along ever
 segment picks one candidate per point so that the triangulated 3D curve is continuous (ordering /
 continuity constraint) and may skip points without a consistent match. Radii come from the 2D
 distance transforms (half widths) scaled by each view's magnification, then tubes are voxelised.
+
+The same geometry says where any reconstruction is weak: :func:`depth_ambiguous_length` measures the
+centerline that runs in the views' epipolar planes, whose depth no view constrains.
 """
 
 from __future__ import annotations
