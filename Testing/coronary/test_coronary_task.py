@@ -51,7 +51,19 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     assert pose["rotation_deg"] < 2.5 and np.linalg.norm(pose["translation_mm"]) < 2.0, pose
     assert manifest["pose_correction"] == m["pose_correction"]
     curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
-    assert curves and all("Radius" in [mm["name"] for mm in c["measurements"]] for c in curves)
+    assert curves
+    angles = []
+    for c in curves:
+        meas = {mm["name"]: mm for mm in c["measurements"]}
+        assert len(meas["Radius"]["controlPointValues"]) == len(c["controlPoints"])
+        assert meas["EpipolarAngle"]["units"] == "deg"
+        assert len(meas["EpipolarAngle"]["controlPointValues"]) == len(c["controlPoints"])
+        angles += meas["EpipolarAngle"]["controlPointValues"]
+    assert 0.0 <= min(angles) and max(angles) <= 90.0 and max(angles) > 10.0
+    from angiorecon.formats.mesh import read_polylines
+
+    _lines, point_arrays, _cells = read_polylines(out / "centerlines.vtp")
+    np.testing.assert_allclose(np.concatenate(point_arrays["EpipolarAngle"]), angles, atol=1e-4)
 
 
 def test_job_keys_match_the_contract(sim_folder, tmp_path):

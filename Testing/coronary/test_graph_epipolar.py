@@ -191,7 +191,7 @@ def test_scoring_inside_the_field_of_view_ignores_vessels_a_view_cannot_see(smal
 
 
 def test_depth_ambiguity_is_measured_against_the_epipolar_plane():
-    from angiorecon.coronary.epipolar import depth_ambiguous_length, epipolar_plane_angle
+    from angiorecon.coronary.epipolar import depth_ambiguous_length, epipolar_plane_angle, epipolar_point_angle
     from angiorecon.geometry import ConeBeamGeometry
     from angiorecon.vessels.centerlines import CenterlineTree
 
@@ -206,6 +206,13 @@ def test_depth_ambiguity_is_measured_against_the_epipolar_plane():
     across = x0 + 15.0 * lin * normal / np.linalg.norm(normal)          # 15 mm along its normal
     assert epipolar_plane_angle(along, g) == pytest.approx(np.zeros(20), abs=1e-6)
     assert epipolar_plane_angle(across[:2], g) == pytest.approx([90.0], abs=0.1)    # plane taken at the midpoint
+    # per point (the markups' EpipolarAngle): same angles, one per point, ends included
+    assert epipolar_point_angle(along, g) == pytest.approx(np.zeros(21), abs=1e-6)
+    assert epipolar_point_angle(across[:1], g) == pytest.approx([0.0])               # one point: no tangent
+    bent = np.concatenate([along, along[-1] + across[1:] - x0])                      # turns out of the plane
+    a = epipolar_point_angle(bent, g)
+    assert a.shape == (41,) and a[:20] == pytest.approx(np.zeros(20), abs=1e-6) and 30.0 < a[20] < 60.0
+    assert a[21] > 89.0
     tree = CenterlineTree.from_curves([along, across], [None, None])
     assert depth_ambiguous_length(tree, g) == pytest.approx(20.0, abs=1e-6)
     assert depth_ambiguous_length(tree, g.subset([0])) == pytest.approx(35.0, abs=1e-6)   # one view: no depth at all

@@ -77,6 +77,24 @@ def test_markups_round_trip_and_schema(tmp_path):
     np.testing.assert_allclose(r[1], radii[1])
 
 
+def test_markups_carry_further_point_values(tmp_path):
+    curves = [np.array([[0, 0, 0], [10, 5, 0], [20, 5, 5.0]]), np.array([[1, 2, 3], [4, 5, 6.0]])]
+    radii = [np.array([2.0, 1.8, 1.5]), np.array([1.0, 0.5])]
+    angles = [np.array([3.0, 12.5, 40.0]), np.array([90.0, 0.0])]
+    path = write_markups_curves(tmp_path / "c.mrk.json", curves, radii, point_values={"EpipolarAngle": ("deg", angles)})
+    m = json.loads(path.read_text())["markups"][1]
+    meas = {x["name"]: x for x in m["measurements"]}
+    assert meas["Radius"]["controlPointValues"] == [1.0, 0.5]
+    assert meas["EpipolarAngle"]["units"] == "deg" and meas["EpipolarAngle"]["controlPointValues"] == [90.0, 0.0]
+    with pytest.raises(ValueError, match="curve 1: 1 EpipolarAngle values for 2 points"):
+        write_markups_curves(tmp_path / "d.mrk.json", curves, point_values={"EpipolarAngle": ("deg", [angles[0], [1.0]])})
+    with pytest.raises(ValueError, match="EpipolarAngle has 1 entries for 2 curves"):
+        write_markups_curves(tmp_path / "d.mrk.json", curves, point_values={"EpipolarAngle": ("deg", angles[:1])})
+    with pytest.raises(ValueError, match="'Radius' given twice"):
+        write_markups_curves(tmp_path / "d.mrk.json", curves, radii, point_values={"Radius": ("mm", radii)})
+    assert not (tmp_path / "d.mrk.json").exists()
+
+
 def test_markups_ras_input_is_written_as_lps(tmp_path):
     path = write_markups_curves(tmp_path / "c.mrk.json", [np.array([[1.0, 2.0, 3.0], [4, 5, 6]])],
                                 coordinate_system="RAS")

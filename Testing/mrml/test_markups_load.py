@@ -47,6 +47,21 @@ def test_storage_node_reads_curve_with_radius(tmp_path, scene):
     assert node.GetCurveLengthWorld() == pytest.approx(25.0, rel=1e-3)
 
 
+def test_further_point_values_load_as_measurements(tmp_path, scene):
+    """The coronary centerlines' per-point EpipolarAngle arrives in MRML next to Radius."""
+    sc, _ = scene
+    curves, radii = _tree()
+    angles = [np.linspace(0.0, 50.0, 6), np.array([90.0, 80.0, 70.0, 60.0])]
+    path = write_markups_curves(tmp_path / "tree.mrk.json", curves, radii,
+                                point_values={"EpipolarAngle": ("deg", angles)})
+    node = sc.AddNewNodeByClass("vtkMRMLMarkupsJsonStorageNode").AddNewMarkupsNodeFromFile(str(path))
+    meas = node.GetMeasurement("EpipolarAngle")
+    assert meas is not None and meas.GetUnits() == "deg"
+    vals = meas.GetControlPointValues()
+    np.testing.assert_allclose([vals.GetValue(i) for i in range(vals.GetNumberOfTuples())], angles[0])
+    assert node.GetMeasurement("Radius").GetControlPointValues().GetValue(0) == pytest.approx(3.0)
+
+
 def test_markups_logic_loads_every_branch(tmp_path, scene):
     sc, logic = scene
     curves, radii = _tree()

@@ -6,8 +6,9 @@ segment picks one candidate per point so that the triangulated 3D curve is conti
 continuity constraint) and may skip points without a consistent match. Radii come from the 2D
 distance transforms (half widths) scaled by each view's magnification, then tubes are voxelised.
 
-The same geometry says where any reconstruction is weak: :func:`depth_ambiguous_length` measures the
-centerline that runs in the views' epipolar planes, whose depth no view constrains.
+The same geometry says where any reconstruction is weak: :func:`epipolar_point_angle` gives, per
+centerline point, how far the vessel turns out of the views' epipolar planes, and
+:func:`depth_ambiguous_length` sums the centerline that runs in them, whose depth no view constrains.
 """
 
 from __future__ import annotations
@@ -149,6 +150,18 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
     return curves, radii
 
 
+def _plane_angle(at: np.ndarray, tangent: np.ndarray, geometry: ConeBeamGeometry) -> np.ndarray:
+    """Largest angle (degrees) between unit ``tangent`` (K, 3) at ``at`` (K, 3) and any view pair's epipolar plane."""
+    src = np.asarray(geometry.source, dtype=np.float64)
+    best = np.zeros(len(at))
+    for a in range(len(src)):
+        for b in range(a + 1, len(src)):
+            n = np.cross(src[a] - at, src[b] - at)
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+            best = np.maximum(best, np.degrees(np.arcsin(np.clip(np.abs((tangent * n).sum(axis=1)), 0.0, 1.0))))
+    return best
+
+
 def epipolar_plane_angle(points: np.ndarray, geometry: ConeBeamGeometry) -> np.ndarray:
     """Per segment of a polyline (M, 3), the largest angle (degrees) to the epipolar plane of any view pair.
 
@@ -159,16 +172,19 @@ def epipolar_plane_angle(points: np.ndarray, geometry: ConeBeamGeometry) -> np.n
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(p) < 2:
         return np.zeros(0)
-    mid, step = 0.5 * (p[1:] + p[:-1]), np.diff(p, axis=0)
-    t = step / np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-12)
-    src = np.asarray(geometry.source, dtype=np.float64)
-    best = np.zeros(len(mid))
-    for a in range(len(src)):
-        for b in range(a + 1, len(src)):
-            n = np.cross(src[a] - mid, src[b] - mid)
-            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-            best = np.maximum(best, np.degrees(np.arcsin(np.clip(np.abs((t * n).sum(axis=1)), 0.0, 1.0))))
-    return best
+    step = np.diff(p, axis=0)
+    return _plane_angle(0.5 * (p[1:] + p[:-1]), step / np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-12),
+                        geometry)
+
+
+def epipolar_point_angle(points: np.ndarray, geometry: ConeBeamGeometry) -> np.ndarray:
+    """Per point of a polyline (M, 3), :func:`epipolar_plane_angle` of its local (central-difference)
+    tangent: the per-point ``EpipolarAngle`` written next to ``Radius`` in the coronary centerlines."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(p) < 2:
+        return np.zeros(len(p))
+    t = np.gradient(p, axis=0)
+    return _plane_angle(p, t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), geometry)
 
 
 def depth_ambiguous_length(tree: CenterlineTree, geometry: ConeBeamGeometry, max_deg: float = 10.0) -> float:

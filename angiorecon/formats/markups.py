@@ -4,7 +4,9 @@ One ``Curve`` markup per branch, control points in **LPS** world mm (the engine'
 slicer-core writes them), and the radius as a ``Radius`` measurement with ``controlPointValues``
 — the layout SlicerVMTK's *Extract Centerline* produces, so VMTK's cross-section/stenosis tools
 and Slicer's curve interpolation (``arrayFromMarkupsCurveData(curve, "Radius", world=True)``)
-accept our centerlines. Schema: ``slicer_ecosystem.md`` §3.7 (readers must not pin the schema URL).
+accept our centerlines. Further per-point values (e.g. the coronary task's ``EpipolarAngle``) are
+written the same way, as measurements with ``controlPointValues``. Schema: ``slicer_ecosystem.md``
+§3.7 (readers must not pin the schema URL).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +25,7 @@ SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadab
 _IDENTITY_LPS = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]
 
 
-def _curve_markup(points: np.ndarray, radii: np.ndarray | None, name: str,
+def _curve_markup(points: np.ndarray, values: Mapping[str, tuple[str, np.ndarray]], name: str,
                   color: Sequence[float] | None, attributes: dict[str, Any] | None) -> dict[str, Any]:
     cps = [{
         "id": str(i + 1), "label": f"{name}-{i + 1}", "description": "", "associatedNodeID": "",
@@ -34,9 +36,9 @@ def _curve_markup(points: np.ndarray, radii: np.ndarray | None, name: str,
     measurements: list[dict[str, Any]] = [
         {"name": "length", "enabled": True, "value": float(seg), "units": "mm", "printFormat": "%-#4.4g%s"},
     ]
-    if radii is not None:
-        measurements.append({"name": "Radius", "enabled": True, "units": "mm", "printFormat": "%5.3f %s",
-                             "controlPointValues": [float(r) for r in radii]})
+    for key, (units, vals) in values.items():
+        measurements.append({"name": key, "enabled": True, "units": units, "printFormat": "%5.3f %s",
+                             "controlPointValues": [float(v) for v in vals]})
     markup: dict[str, Any] = {
         "type": "Curve", "name": name, "coordinateSystem": "LPS", "coordinateUnits": "mm",
         "locked": True, "fixedNumberOfControlPoints": False, "labelFormat": "%N-%d",
@@ -55,10 +57,12 @@ def _curve_markup(points: np.ndarray, radii: np.ndarray | None, name: str,
 def write_markups_curves(path: str | Path, curves: Sequence[np.ndarray],
                          radii: Sequence[np.ndarray] | None = None, names: Sequence[str] | None = None,
                          coordinate_system: str = "LPS", colors: Sequence[Sequence[float]] | None = None,
-                         attributes: Sequence[dict[str, Any]] | None = None) -> Path:
+                         attributes: Sequence[dict[str, Any]] | None = None,
+                         point_values: Mapping[str, tuple[str, Sequence[np.ndarray]]] | None = None) -> Path:
     """Write one ``Curve`` markup per (M_i, 3) world-mm array to a ``.mrk.json`` (atomically).
 
     ``radii``: one (M_i,) array per curve → ``Radius`` measurement (mm) with ``controlPointValues``.
+    ``point_values``: further per-point measurements, name → (units, one (M_i,) array per curve).
     ``coordinate_system``: the frame the given points are in; ``"LPS"`` (engine world, default) is
     written as is, ``"RAS"`` points are converted to LPS so the file is always LPS.
     ``attributes``: optional per-curve string attributes (e.g. ``{"CellId": 3, "GroupId": 3}``),
@@ -71,7 +75,15 @@ def write_markups_curves(path: str | Path, curves: Sequence[np.ndarray],
     if cs not in ("LPS", "RAS"):
         raise BadInput(f"coordinate_system must be LPS or RAS, got {coordinate_system!r}")
     n = len(curves)
-    for what, seq in (("radii", radii), ("names", names), ("colors", colors), ("attributes", attributes)):
+    per_point: dict[str, tuple[str, Sequence[np.ndarray]]] = {}
+    if radii is not None:
+        per_point["Radius"] = ("mm", radii)
+    for key, (units, arrays) in (point_values or {}).items():
+        if key in per_point:
+            raise ValueError(f"point value {key!r} given twice")
+        per_point[key] = (units, arrays)
+    for what, seq in (("names", names), ("colors", colors), ("attributes", attributes),
+                      *(("radii" if key == "Radius" else key, arrays) for key, (_units, arrays) in per_point.items())):
         if seq is not None and len(seq) != n:
             raise ValueError(f"{what} has {len(seq)} entries for {n} curves")
     markups = []
@@ -79,13 +91,15 @@ def write_markups_curves(path: str | Path, curves: Sequence[np.ndarray],
         p = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
         if cs == "RAS":
             p = p * np.array([-1.0, -1.0, 1.0])
-        r = None
-        if radii is not None:
-            r = np.asarray(radii[i], dtype=np.float64).reshape(-1)
-            if len(r) != len(p):
-                raise ValueError(f"curve {i}: {len(r)} radii for {len(p)} points")
+        values = {}
+        for key, (units, arrays) in per_point.items():
+            v = np.asarray(arrays[i], dtype=np.float64).reshape(-1)
+            if len(v) != len(p):
+                what = "radii" if key == "Radius" else f"{key} values"
+                raise ValueError(f"curve {i}: {len(v)} {what} for {len(p)} points")
+            values[key] = (units, v)
         name = names[i] if names is not None else f"Centerline ({i})"
-        markups.append(_curve_markup(p, r, name, colors[i] if colors is not None else None,
+        markups.append(_curve_markup(p, values, name, colors[i] if colors is not None else None,
                                      attributes[i] if attributes is not None else None))
     doc = {"@schema": SCHEMA, "markups": markups}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,10 @@ def _dice2d(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
-def _overlay(path: Path, image: np.ndarray, mask: np.ndarray, rendered: np.ndarray, title: str) -> None:
+def _overlay(path: Path, image: np.ndarray, mask: np.ndarray, rendered: np.ndarray, title: str,
+             ambiguous_uv: np.ndarray) -> None:
+    """Measured image with the mask, and the reprojection with the depth-ambiguous centerline points
+    ``ambiguous_uv`` (K, 2) (col, row) marked: there the views leave the depth open."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,6 +185,10 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray, rendered: np.ndarr
     ax[1].set_title("reprojected reconstruction (red) vs mask (green)")
     ax[1].contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
     ax[1].contour(rendered.astype(np.float32), levels=[0.5], colors="red", linewidths=0.6)
+    if len(ambiguous_uv):
+        ax[1].scatter(ambiguous_uv[:, 0], ambiguous_uv[:, 1], s=4, c="magenta", linewidths=0,
+                      label=f"depth not fixed by the views (< {AMBIGUOUS_DEG:g}° from an epipolar plane)")
+        ax[1].legend(loc="lower left", fontsize=7, markerscale=3, framealpha=0.6)
     fig.suptitle(title)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -259,11 +266,16 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         from ..vessels.centerlines import extract_centerlines
 
         tree = extract_centerlines(lumen, result.grid)
+    angles: list[np.ndarray] = []
     if tree is not None and tree.branches:
-        tree.write_markups(ctx.path("centerlines.mrk.json"), "Coronary")
-        ctx.add_output("centerlines", "centerlines.mrk.json", "centerline curves with Radius (markups)")
-        tree.write_vtp(ctx.path("centerlines.vtp"))
-        ctx.add_output("centerlines", "centerlines.vtp", "centerline polylines with Radius (VTP)")
+        from ..coronary.epipolar import epipolar_point_angle
+
+        angles = [epipolar_point_angle(b.points, geometry) for b in tree.branches]
+        tree.write_markups(ctx.path("centerlines.mrk.json"), "Coronary", point_values={"EpipolarAngle": ("deg", angles)})
+        ctx.add_output("centerlines", "centerlines.mrk.json",
+                       "centerline curves with Radius and EpipolarAngle (markups)")
+        tree.write_vtp(ctx.path("centerlines.vtp"), point_values={"EpipolarAngle": angles})
+        ctx.add_output("centerlines", "centerlines.vtp", "centerline polylines with Radius and EpipolarAngle (VTP)")
 
     ctx.progress(0.8, "reproject", "overlays")
     rendered = reprojection(result.occupancy, result.grid, geometry)
@@ -271,11 +283,15 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
     metrics: dict[str, Any] = {"method": name, "reprojection_dice": [_dice2d(rendered[v], binary[v])
                                                                      for v in range(len(binary))],
                                "vessel_pixels_at_edge": at_edge}
+    ambiguous_uv = np.zeros((len(binary), 0, 2))
+    if angles:
+        points = np.concatenate([b.points for b in tree.branches])
+        ambiguous_uv = geometry.project_points(points[np.concatenate(angles) < AMBIGUOUS_DEG])
     for v in range(len(binary)):
         rel = f"overlays/view_{v + 1}.png"
         ctx.path(rel).parent.mkdir(parents=True, exist_ok=True)
         _overlay(ctx.path(rel), loaded.images[v], binary[v], rendered[v],
-                 f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}")
+                 f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}", ambiguous_uv[v])
         ctx.add_output("overlays", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
     if tree is not None:
         from ..coronary.epipolar import depth_ambiguous_length

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numba as nb
 import numpy as np
@@ -139,15 +139,17 @@ class CenterlineTree:
                 "mean_radius_mm": round(float(r.mean()), 4) if r.size else None, **self.info}
 
     # -- exports ---------------------------------------------------------------------------
-    def write_markups(self, path: str | Path, base_name: str = "Centerline") -> Path:
-        """``.mrk.json``: one Curve per branch named "<base> (<id>)" with a ``Radius`` measurement."""
+    def write_markups(self, path: str | Path, base_name: str = "Centerline",
+                      point_values: Mapping[str, tuple[str, Sequence[np.ndarray]]] | None = None) -> Path:
+        """``.mrk.json``: one Curve per branch named "<base> (<id>)" with a ``Radius`` measurement
+        (+ ``point_values``: name → (units, one array per branch), e.g. the coronary ``EpipolarAngle``)."""
         from ..formats.markups import write_markups_curves
 
         return write_markups_curves(
             path, [b.points for b in self.branches], [b.radii for b in self.branches],
             names=[f"{base_name} ({i})" for i in range(len(self.branches))],
             attributes=[{"CellId": i, "GroupId": i, "ParentId": -1 if b.parent is None else b.parent}
-                        for i, b in enumerate(self.branches)])
+                        for i, b in enumerate(self.branches)], point_values=point_values)
 
     def vmtk_cell_arrays(self) -> dict[str, np.ndarray]:
         """VMTK branch-split arrays, one value per branch: ``GroupIds`` = branch id,
@@ -169,12 +171,13 @@ class CenterlineTree:
         return {"CenterlineIds": cl, "GroupIds": np.arange(n, dtype=np.int32), "TractIds": tract,
                 "Blanking": np.zeros(n, dtype=np.int32)}
 
-    def write_vtp(self, path: str | Path) -> Path:
-        """Polyline model (``.vtp``/``.vtk``, LPS) with ``Radius`` point data and VMTK cell arrays."""
+    def write_vtp(self, path: str | Path, point_values: Mapping[str, Sequence[np.ndarray]] | None = None) -> Path:
+        """Polyline model (``.vtp``/``.vtk``, LPS) with ``Radius`` point data (+ ``point_values``: name →
+        one array per branch) and VMTK cell arrays."""
         from ..formats.mesh import write_polylines
 
         return write_polylines(path, [b.points for b in self.branches],
-                               point_arrays={"Radius": [b.radii for b in self.branches]},
+                               point_arrays={"Radius": [b.radii for b in self.branches], **(point_values or {})},
                                cell_arrays=self.vmtk_cell_arrays())
 
     def write_table(self, path: str | Path) -> Path:
