@@ -9,6 +9,8 @@ dropouts, ``truth`` = the exact 2D masks. Scores (``coronary.scoring``) against 
 its 0.3 mm grid: Dice, true clDice, centerline Chamfer (sum of the two mean distances) and HD95,
 connected components of the prediction, seconds per case. Targets for the default method:
 Dice ≥ 0.75, clDice ≥ 0.85, Chamfer ≤ 2 mm, one component, ≤ 120 s per case on 2 CPU cores.
+Per case it also prints the share of the fitted centerline whose depth the views leave open (within
+10° of the epipolar planes) and, at the end, how that share correlates with clDice.
 
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
@@ -35,13 +37,14 @@ from scipy.optimize import least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from angiorecon.coronary.epipolar import depth_ambiguous_length  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
 from angiorecon.coronary.pose import move_view, observable_axes, refine_pose  # noqa: E402
 from angiorecon.coronary.problem import CoronaryProblem  # noqa: E402
 from angiorecon.coronary.scoring import score_occupancy, seen_by_every_view  # noqa: E402
 from angiorecon.coronary.views import vessel_pixels_at_edge  # noqa: E402
-from angiorecon.pipelines.coronary import EDGE_WARN_PX  # noqa: E402
+from angiorecon.pipelines.coronary import AMBIGUOUS_DEG, EDGE_WARN_PX  # noqa: E402
 from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # noqa: E402
 
 TARGETS = {"dice": 0.75, "cldice": 0.85, "chamfer_mm": 2.0, "components": 1, "seconds": 120.0}
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
           f"voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}"
           "   (seen: share of the true lumen inside both views' field of view; edge: vessel-mask pixels at "
-          f"each view's border, the task warns from {EDGE_WARN_PX})")
+          f"each view's border, the task warns from {EDGE_WARN_PX}; ambiguous: share of the fitted centerline within "
+          f"{AMBIGUOUS_DEG:g}° of the epipolar planes, whose depth the views leave open)")
     for c in range(args.first, args.first + args.cases):
         side = "right" if c % 2 == 0 else "left"
         views = simulate_coronary(config=CoronaryConfig(side=side), seed=c)
@@ -163,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             secs = time.perf_counter() - t0
             s = score_occupancy(res.occupancy, res.grid, truth, views.vessels.grid)
             s["seconds"] = secs
+            amb = ""
+            if res.tree is not None and res.tree.total_length > 0:
+                s["ambiguous"] = depth_ambiguous_length(res.tree, views.geometry, AMBIGUOUS_DEG) / res.tree.total_length
+                amb = f"  ambiguous {s['ambiguous']:.0%}"
             rows[name].append(s)
             print(f"{side[0]}{c:>2} {sep:4.0f}° {name:>9} {s['dice']:6.3f} {s['cldice']:6.3f} {s['chamfer_mm']:6.2f} "
-                  f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen_share:.1%}  edge {'/'.join(map(str, edge))}", flush=True)
+                  f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen_share:.1%}  "
+                  f"edge {'/'.join(map(str, edge))}{amb}", flush=True)
             if name == DEFAULT_METHOD:
                 s_in = s if seen_share == 1.0 else score_occupancy(res.occupancy, res.grid, truth,
                                                                     views.vessels.grid, seen_by=views.geometry)
@@ -199,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {DEFAULT_METHOD} inside both views' field of view (what two views can reconstruct): "
               f"dice {mean['dice']:.3f}  cldice {mean['cldice']:.3f}  chamfer {mean['chamfer_mm']:.3f} mm  "
               f"hd95 {mean['hd95_mm']:.3f} mm")
+    amb = [(r["ambiguous"], r["cldice"]) for r in rows.get(DEFAULT_METHOD, []) if "ambiguous" in r]
+    if len(amb) > 2:
+        a, cl = np.array(amb).T
+        print(f"# {DEFAULT_METHOD}: share of the centerline within {AMBIGUOUS_DEG:g}° of the epipolar planes (depth left open by the "
+              f"views) median {np.median(a):.0%}, range {a.min():.0%}-{a.max():.0%}; "
+              f"correlation with clDice {np.corrcoef(a, cl)[0, 1]:+.2f}")
     warned_out = sum(w and not a for w, a in edge_vs_seen)
     warned_all = sum(w and a for w, a in edge_vs_seen)
     n_out = sum(not a for _w, a in edge_vs_seen)
