@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     amb = [(r["ambiguous"], r["cldice"]) for r in rows.get(DEFAULT_METHOD, []) if "ambiguous" in r]
     if len(amb) > 2:
         a, cl = np.array(amb).T
-        print(f"# {DEFAULT_METHOD}: share of the centerline within {AMBIGUOUS_DEG:g}° of the epipolar planes (depth left open by the "
-              f"views) median {np.median(a):.0%}, range {a.min():.0%}-{a.max():.0%}; "
+        print(f"# {DEFAULT_METHOD}: share of the centerline within {AMBIGUOUS_DEG:g}° of the epipolar planes "
+              f"(depth left open by the views) median {np.median(a):.0%}, range {a.min():.0%}-{a.max():.0%}; "
               f"correlation with clDice {np.corrcoef(a, cl)[0, 1]:+.2f}")
     warned_out = sum(w and not a for w, a in edge_vs_seen)
     warned_all = sum(w and a for w, a in edge_vs_seen)

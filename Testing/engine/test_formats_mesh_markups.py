@@ -87,7 +87,8 @@ def test_markups_carry_further_point_values(tmp_path):
     assert meas["Radius"]["controlPointValues"] == [1.0, 0.5]
     assert meas["EpipolarAngle"]["units"] == "deg" and meas["EpipolarAngle"]["controlPointValues"] == [90.0, 0.0]
     with pytest.raises(ValueError, match="curve 1: 1 EpipolarAngle values for 2 points"):
-        write_markups_curves(tmp_path / "d.mrk.json", curves, point_values={"EpipolarAngle": ("deg", [angles[0], [1.0]])})
+        write_markups_curves(tmp_path / "d.mrk.json", curves,
+                             point_values={"EpipolarAngle": ("deg", [angles[0], [1.0]])})
     with pytest.raises(ValueError, match="EpipolarAngle has 1 entries for 2 curves"):
         write_markups_curves(tmp_path / "d.mrk.json", curves, point_values={"EpipolarAngle": ("deg", angles[:1])})
     with pytest.raises(ValueError, match="'Radius' given twice"):

@@ -271,7 +271,8 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         from ..coronary.epipolar import epipolar_point_angle
 
         angles = [epipolar_point_angle(b.points, geometry) for b in tree.branches]
-        tree.write_markups(ctx.path("centerlines.mrk.json"), "Coronary", point_values={"EpipolarAngle": ("deg", angles)})
+        tree.write_markups(ctx.path("centerlines.mrk.json"), "Coronary",
+                           point_values={"EpipolarAngle": ("deg", angles)})
         ctx.add_output("centerlines", "centerlines.mrk.json",
                        "centerline curves with Radius and EpipolarAngle (markups)")
         tree.write_vtp(ctx.path("centerlines.vtp"), point_values={"EpipolarAngle": angles})
