@@ -185,8 +185,11 @@ def _overlay(path: Path, image: np.ndarray, mask: np.ndarray, rendered: np.ndarr
     ax[1].set_title("reprojected reconstruction (red) vs mask (green)")
     ax[1].contour(mask, levels=[0.5], colors="lime", linewidths=0.6)
     ax[1].contour(rendered.astype(np.float32), levels=[0.5], colors="red", linewidths=0.6)
-    if len(ambiguous_uv):
-        ax[1].scatter(ambiguous_uv[:, 0], ambiguous_uv[:, 1], s=4, c="magenta", linewidths=0,
+    h, w = image.shape
+    uv = ambiguous_uv[(ambiguous_uv[:, 0] >= 0) & (ambiguous_uv[:, 0] <= w - 1) & (ambiguous_uv[:, 1] >= 0)
+                      & (ambiguous_uv[:, 1] <= h - 1)]          # off-detector points would widen the axes
+    if len(uv):
+        ax[1].scatter(uv[:, 0], uv[:, 1], s=4, c="magenta", linewidths=0,
                       label=f"depth not fixed by the views (< {AMBIGUOUS_DEG:g}° from an epipolar plane)")
         ax[1].legend(loc="lower left", fontsize=7, markerscale=3, framealpha=0.6)
     fig.suptitle(title)
