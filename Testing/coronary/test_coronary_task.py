@@ -117,3 +117,27 @@ def test_refine_pose_must_be_a_boolean(sim_folder):
     views = [{"path": str(sim_folder / f"dicom/view_{v}.dcm"), "frame": 0} for v in (1, 2)]
     with pytest.raises(BadInput, match="refine_pose must be true or false"):
         _validate({"views": views, "refine_pose": "yes"})
+
+
+def test_overlay_marks_depth_ambiguous_points_on_the_detector_only(tmp_path):
+    """Magenta marks where the views leave the depth open; points off the detector change nothing."""
+    import matplotlib.image as mpimg
+
+    from angiorecon.pipelines.coronary import _overlay
+
+    image = np.zeros((64, 64), np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[20:44, 30:34] = True
+    on = np.array([[31.0, y] for y in range(22, 42)])
+    off = np.array([[-300.0, 10.0], [500.0, 900.0]])
+
+    def draw(name: str, uv: np.ndarray) -> np.ndarray:
+        _overlay(tmp_path / name, image, mask, mask, "t", uv)
+        return mpimg.imread(tmp_path / name)[..., :3]
+
+    def magenta(px: np.ndarray) -> int:
+        return int(((px[..., 0] > 0.8) & (px[..., 1] < 0.3) & (px[..., 2] > 0.8)).sum())
+
+    plain, marked = draw("plain.png", np.zeros((0, 2))), draw("marked.png", on)
+    assert magenta(plain) == 0 and magenta(marked) > 20
+    np.testing.assert_array_equal(draw("with_off.png", np.concatenate([on, off])), marked)
