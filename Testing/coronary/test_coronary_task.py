@@ -84,7 +84,7 @@ def test_job_keys_match_the_contract(sim_folder, tmp_path):
 @pytest.mark.parametrize("case, expect", [
     ("missing_view", "does not exist"),
     ("wrong_mask_stack", "but the views are"),
-    ("one_view", "at least two views"),
+    ("one_view", "at least two views, got 1"),
     ("bad_reference", "reference"),
 ])
 def test_bad_inputs_exit_2_with_a_specific_message(sim_folder, tmp_path, case, expect):

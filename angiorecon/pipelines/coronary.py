@@ -83,7 +83,9 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def _validate(job: dict[str, Any]) -> None:
     views = job.get("views")
     if not isinstance(views, list) or len(views) < 2:
-        raise BadInput("job 'views' must list at least two views ({'path': ..., 'frame': ...})")
+        got = f"got {len(views)}" if isinstance(views, list) else f"got {type(views).__name__}"
+        raise BadInput(f"coronary needs at least two views, {got}: the depth comes from where they intersect "
+                       "(give two or more view files; a job lists them as 'views': [{'path': ..., 'frame': ...}, ...])")
     for i, v in enumerate(views):
         if not isinstance(v, dict) or "path" not in v:
             raise BadInput(f"job view {i + 1} must be an object with 'path' (and 'frame')")
