@@ -76,6 +76,24 @@ def test_autocar_is_one_connected_tree_with_good_overlap(small_case):
     assert all(np.all(b.radii > 0) for b in r.tree.branches)
 
 
+def test_autocar_takes_a_third_view_and_leaves_less_depth_open():
+    """A third view out of the first two's plane fixes the depth the two views leave open."""
+    from dataclasses import replace
+
+    from angiorecon.coronary.epipolar import depth_ambiguous_length
+    from coronary_cases import small_config
+
+    case = make_case("right", seed=0, config=replace(small_config("right"), views=3))
+    assert case.problem.geometry.n_views == 3
+    r = reconstruct(case.problem, "autocar")
+    s = _score(case, r)
+    assert s["dice"] > 0.7 and s["cldice"] > 0.8, s
+    assert r.info["components"] == 1 and n_components(r.mask()) == 1
+    two = case.problem.geometry.subset([0, 1])
+    # the fitted tree's open-depth share: under every pair of the three views vs under views 1 and 2 alone
+    assert depth_ambiguous_length(r.tree, case.problem.geometry) < 0.5 * depth_ambiguous_length(r.tree, two)
+
+
 def test_connect_tree_bridges_pieces_and_drops_specks():
     a = np.stack([np.linspace(0, 20, 41), np.zeros(41), np.zeros(41)], 1)
     b = np.stack([np.full(21, 10.0), np.linspace(3, 13, 21), np.zeros(21)], 1)     # 3 mm gap to a
