@@ -306,8 +306,10 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length),
                                   "depth_ambiguous_mm": ambiguous, "depth_ambiguous_deg": AMBIGUOUS_DEG}
         if ambiguous > 0:
+            hint = ("; a further view from an angle out of the two views' plane fixes it"
+                    if geometry.n_views == 2 else "")
             ctx.log(f"{ambiguous:.0f} of {tree.total_length:.0f} mm of centerline run within {AMBIGUOUS_DEG:g}° of the "
-                    "views' epipolar planes: the views do not fix their depth, which follows their ends")
+                    f"views' epipolar planes: the views do not fix their depth, which follows their ends{hint}")
     if job.get("reference"):
         ctx.progress(0.88, "evaluate", "against the reference")
         metrics["reference"] = _evaluate(Path(job["reference"]), result, lumen)
