@@ -34,9 +34,11 @@ class CoronaryTwoView(ScriptedLoadableModule):
         self.parent.dependencies = ["DSAReconstruction"]
         self.parent.contributors = CONTRIBUTORS
         self.parent.helpText = _(
-            "Reconstruct 3D coronary arteries from two X-ray angiography views: pick one frame of each XA run"
-            " (by number, or at the same cardiac phase), segment the vessels in 2D, and reconstruct the surface"
-            " and the centerline tree with radius using the C-arm geometry of the DICOM files.")
+            "Reconstruct 3D coronary arteries from two (or three) X-ray angiography views: pick one frame of each XA"
+            " run (by number, or at the same cardiac phase), segment the vessels in 2D, and reconstruct the surface"
+            " and the centerline tree with radius using the C-arm geometry of the DICOM files. Where a vessel runs"
+            " along the two views' epipolar planes its depth stays open (magenta in the overlays); a third view"
+            " from an angle out of their plane fixes it.")
         self.parent.acknowledgementText = _("Part of the SlicerAngioRecon extension.")
 
 
@@ -51,10 +53,13 @@ class CoronaryTwoViewParameterNode:
     firstFrame: Annotated[int, WithinRange(0, 100000)] = 0
     secondRunPath: Path
     secondFrame: Annotated[int, WithinRange(0, 100000)] = 0
+    thirdRunPath: Path
+    thirdFrame: Annotated[int, WithinRange(0, 100000)] = 0
     frameSelection: Annotated[str, Choice(list(jobs.FRAME_SELECTIONS))] = "index"
     segmentationMethod: Annotated[str, Choice(list(jobs.SEGMENTATION_METHODS))] = "learned"
     firstMask: vtkMRMLSegmentationNode
     secondMask: vtkMRMLSegmentationNode
+    thirdMask: vtkMRMLSegmentationNode
     reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
     refinePose: bool = False
     device: Annotated[str, Choice(list(sharedJobs.DEVICES))] = "auto"
@@ -62,6 +67,14 @@ class CoronaryTwoViewParameterNode:
     loadMesh: bool = True
     loadCenterlines: bool = True
     loadOverlays: bool = True
+
+
+def viewMasks(p: CoronaryTwoViewParameterNode) -> list:
+    """(drawn segmentation, frame) per view in use: views 1 and 2, and view 3 when its run is set."""
+    pairs = [(p.firstMask, p.firstFrame), (p.secondMask, p.secondFrame)]
+    if pathIsSet(p.thirdRunPath):
+        pairs.append((p.thirdMask, p.thirdFrame))
+    return pairs
 
 
 #
@@ -75,15 +88,18 @@ class CoronaryTwoViewWidget(EngineModuleWidget):
 
     def updateGuiFromParameterNode(self, p: CoronaryTwoViewParameterNode) -> None:
         byIndex = p.frameSelection == "index"
+        third = pathIsSet(p.thirdRunPath)
         self.ui.firstFrameSpinBox.enabled = byIndex
         self.ui.secondFrameSpinBox.enabled = byIndex
+        self.ui.thirdFrameSpinBox.enabled = byIndex and third
         drawn = p.segmentationMethod == "masks"
         self.ui.firstMaskSelector.enabled = drawn
         self.ui.secondMaskSelector.enabled = drawn
+        self.ui.thirdMaskSelector.enabled = drawn and third
 
     def canApply(self) -> bool:
         p = self._parameterNode
-        masksReady = p.segmentationMethod != "masks" or (p.firstMask is not None and p.secondMask is not None)
+        masksReady = p.segmentationMethod != "masks" or all(mask is not None for mask, _frame in viewMasks(p))
         return pathIsSet(p.firstRunPath) and pathIsSet(p.secondRunPath) and masksReady
 
     def startRun(self) -> None:
@@ -108,12 +124,14 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
             raise ValueError(_("Select the XA DICOM file of each view."))
         masks = []
         if p.segmentationMethod == "masks":
-            if p.firstMask is None or p.secondMask is None or workFolder is None:
+            if any(seg is None for seg, _frame in viewMasks(p)) or workFolder is None:
                 raise ValueError(_("Select the vessel segmentation drawn on each view."))
             masks = [mrml_io.save_frame_mask(slicer.mrmlScene, seg, frame, workFolder / f"mask_view{i + 1}.nrrd")
-                     for i, (seg, frame) in enumerate(((p.firstMask, p.firstFrame), (p.secondMask, p.secondFrame)))]
+                     for i, (seg, frame) in enumerate(viewMasks(p))]
+        third = p.thirdRunPath if pathIsSet(p.thirdRunPath) else None
         return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
-                                 second_frame=p.secondFrame, frame_selection=p.frameSelection,
+                                 second_frame=p.secondFrame, third_run=third, third_frame=p.thirdFrame,
+                                 frame_selection=p.frameSelection,
                                  segmentation=p.segmentationMethod, masks=masks, method=p.reconstructionMethod,
                                  refine_pose=p.refinePose, device=p.device)
 
@@ -171,6 +189,11 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         job = logic.coronaryJob(p)
         self.assertEqual([v["frame"] for v in job["views"]], [0, 12])
         self.assertEqual(job["method"], "default")
+        p.thirdRunPath = Path("/data/cra40.dcm")
+        p.thirdFrame = 3
+        job = logic.coronaryJob(p)
+        self.assertEqual([(Path(v["path"]).name, v["frame"]) for v in job["views"]],
+                         [("lao30.dcm", 0), ("rao20.dcm", 12), ("cra40.dcm", 3)])
 
     def test_DrawnMasksJob(self):
         """Segmentations edited on the views' frames become the job's mask files."""
@@ -193,6 +216,13 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         p.firstFrame = 0
         with self.assertRaises(ValueError):
             logic.coronaryJob(p, Path(slicer.app.temporaryPath) / "CoronaryTwoViewTest")
+        p.firstFrame = 1
+        p.thirdRunPath = Path("/data/cra40.dcm")
+        with self.assertRaises(ValueError):            # a third view needs its drawn vessels too
+            logic.coronaryJob(p, Path(slicer.app.temporaryPath) / "CoronaryTwoViewTest")
+        p.thirdMask, p.thirdFrame = segmentation, 1
+        job = logic.coronaryJob(p, Path(slicer.app.temporaryPath) / "CoronaryTwoViewTest")
+        self.assertEqual(len(job["masks"]), 3)
 
     def test_ReconstructSampleCase(self):
         from SyntheticDSALib import samples

@@ -117,11 +117,14 @@ def test_coronary_methods_are_the_engines():
     ({"segmentation": "masks", "masks": ["M1", "M2"], "sidecars": ["J1", "J2"], "voxel_mm": 0.4, "reference": "REF"},
      ["--masks", "M1", "M2", "--sidecar", "J1", "J2", "--voxel", "0.4", "--reference", "REF"]),
     ({"refine_pose": True, "method": "epipolar"}, ["--refine-pose", "--method", "epipolar"]),
+    ({"third_run": "C", "second_frame": 12, "third_frame": 3}, ["C", "--frames", "0", "12", "3"]),
+    ({"third_run": "C", "segmentation": "masks", "masks": ["M1", "M2", "M3"]}, ["C", "--masks", "M1", "M2", "M3"]),
+    ({"third_run": "", "third_frame": 5}, []),                 # an empty third path (the GUI's unset field): two views
 ])
 def test_coronary_job_equals_engine_cli(tmp_path, kwargs, argv):
     """Paths: the engine keeps them as typed, so absolute paths are given to both."""
     def path(x):
-        return str(tmp_path / x) if x in ("M1", "M2", "J1", "J2", "REF") else x
+        return str(tmp_path / x) if x in ("C", "M1", "M2", "M3", "J1", "J2", "REF") else x
 
     kwargs = {k: [path(x) for x in v] if isinstance(v, list) else path(v) if isinstance(v, str) else v
               for k, v in kwargs.items()}
@@ -135,3 +138,9 @@ def test_coronary_job_rejects_bad_choices(tmp_path):
         coronary_job(a, b, method="magic")
     with pytest.raises(ValueError, match="one mask per view"):
         coronary_job(a, b, segmentation="masks")
+    with pytest.raises(ValueError, match=r"one mask per view \(3\), got 2"):
+        coronary_job(a, b, third_run=tmp_path / "c.dcm", segmentation="masks", masks=["m1", "m2"])
+    with pytest.raises(ValueError, match=r"one geometry sidecar per view \(3\)"):
+        coronary_job(a, b, third_run=tmp_path / "c.dcm", sidecars=["j1", "j2"])
+    with pytest.raises(ValueError, match="frame indices"):
+        coronary_job(a, b, third_run=tmp_path / "c.dcm", third_frame=-1)
