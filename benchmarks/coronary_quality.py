@@ -138,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
     args = ap.parse_args(argv)
+    if args.views < 2:
+        ap.error(f"--views needs at least 2 (the depth comes from where views intersect), got {args.views}")
     torch.set_num_threads(args.threads)
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
     pose: list[dict[str, float]] = []
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
-    print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, segmentation={args.masks}, "
-          f"voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
+    print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, "
+          f"segmentation={args.masks}, voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}"
           "   (seen: share of the true lumen inside every view's field of view; edge: vessel-mask pixels at "
           f"each view's border, the task warns from {EDGE_WARN_PX}; ambiguous: share of the fitted centerline within "
