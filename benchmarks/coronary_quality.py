@@ -220,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     amb = [(r["ambiguous"], r["cldice"]) for r in rows.get(DEFAULT_METHOD, []) if "ambiguous" in r]
     if len(amb) > 2:
         a, cl = np.array(amb).T
+        spread = a.std() > 0 and cl.std() > 0          # no correlation when every case has the same share
+        corr = f"correlation with clDice {np.corrcoef(a, cl)[0, 1]:+.2f}" if spread else "no spread to correlate"
         print(f"# {DEFAULT_METHOD}: share of the centerline within {AMBIGUOUS_DEG:g}° of the epipolar planes "
-              f"(depth left open by the views) median {np.median(a):.0%}, range {a.min():.0%}-{a.max():.0%}; "
-              f"correlation with clDice {np.corrcoef(a, cl)[0, 1]:+.2f}")
+              f"(depth left open by the views) median {np.median(a):.0%}, range {a.min():.0%}-{a.max():.0%}; {corr}")
     warned_out = sum(w and not a for w, a in edge_vs_seen)
     warned_all = sum(w and a for w, a in edge_vs_seen)
     n_out = sum(not a for _w, a in edge_vs_seen)
