@@ -206,6 +206,7 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         logic = CoronaryTwoViewLogic()
         p = logic.getParameterNode()
         p.firstRunPath, p.secondRunPath = Path("/data/lao30.dcm"), Path("/data/rao20.dcm")
+        p.thirdRunPath = Path("")                      # the parameter node outlives scene clears: no third view yet
         p.frameSelection, p.segmentationMethod = "index", "masks"
         p.firstMask = p.secondMask = segmentation
         p.firstFrame = p.secondFrame = 1
@@ -235,6 +236,7 @@ class CoronaryTwoViewTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         for parameter, path in samples.module_inputs(name, manifest).items():
             setattr(p, parameter, path)
+        p.thirdRunPath = Path("")                      # the sample has two views
         p.firstFrame = p.secondFrame = 0
         p.frameSelection = "index"
         p.segmentationMethod = "frangi"
