@@ -128,9 +128,8 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
                 raise ValueError(_("Select the vessel segmentation drawn on each view."))
             masks = [mrml_io.save_frame_mask(slicer.mrmlScene, seg, frame, workFolder / f"mask_view{i + 1}.nrrd")
                      for i, (seg, frame) in enumerate(viewMasks(p))]
-        third = p.thirdRunPath if pathIsSet(p.thirdRunPath) else None
         return jobs.coronary_job(p.firstRunPath, p.secondRunPath, first_frame=p.firstFrame,
-                                 second_frame=p.secondFrame, third_run=third, third_frame=p.thirdFrame,
+                                 second_frame=p.secondFrame, third_run=p.thirdRunPath, third_frame=p.thirdFrame,
                                  frame_selection=p.frameSelection,
                                  segmentation=p.segmentationMethod, masks=masks, method=p.reconstructionMethod,
                                  refine_pose=p.refinePose, device=p.device)

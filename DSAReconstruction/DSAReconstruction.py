@@ -84,9 +84,7 @@ class DSAReconstructionParameterNode:
     loadMetrics: bool = True
 
 
-def pathIsSet(path: Optional[Path]) -> bool:
-    """ctkPathLineEdit gives ``Path("")`` == ``Path(".")`` when empty."""
-    return path is not None and str(path) not in ("", ".")
+pathIsSet = jobs.path_is_set            # the modules' name for it
 
 
 #

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-from DSAReconstructionLib.jobs import DEVICES, absolute
+from DSAReconstructionLib.jobs import DEVICES, absolute, path_is_set
 
 FRAME_SELECTIONS = ("index", "cardiac-phase")
 SEGMENTATION_METHODS = ("learned", "frangi", "masks")
@@ -37,7 +37,7 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
     runs = [(first_run, first_frame), (second_run, second_frame)]
-    if third_run is not None and str(third_run):
+    if path_is_set(third_run):
         runs.append((third_run, third_frame))
     if min(frame for _run, frame in runs) < 0:
         raise ValueError("frame indices must be >= 0")

@@ -36,6 +36,11 @@ def absolute(path: str | os.PathLike[str]) -> str:
     return str(Path(path).expanduser().absolute())
 
 
+def path_is_set(path: str | os.PathLike[str] | None) -> bool:
+    """False for no path and for an empty one (ctkPathLineEdit gives ``Path("")`` == ``Path(".")``)."""
+    return path is not None and str(path) not in ("", ".")
+
+
 def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +121,7 @@ def test_coronary_methods_are_the_engines():
     ({"third_run": "C", "second_frame": 12, "third_frame": 3}, ["C", "--frames", "0", "12", "3"]),
     ({"third_run": "C", "segmentation": "masks", "masks": ["M1", "M2", "M3"]}, ["C", "--masks", "M1", "M2", "M3"]),
     ({"third_run": "", "third_frame": 5}, []),                 # an empty third path (the GUI's unset field): two views
+    ({"third_run": Path(""), "third_frame": 5}, []),           # ctkPathLineEdit's empty value is Path(".")
 ])
 def test_coronary_job_equals_engine_cli(tmp_path, kwargs, argv):
     """Paths: the engine keeps them as typed, so absolute paths are given to both."""
