@@ -171,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         seen_share = float(seen_by_every_view(views.geometry, lumen).mean())
         edge = vessel_pixels_at_edge(masks)
         edge_vs_seen.append((max(edge) >= EDGE_WARN_PX, seen_share == 1.0))
-        runs = [(name, name, views.geometry, masks) for name in args.methods]     # (row, method, views, masks)
+        # (row, method, views, their masks, lumen share they all see, separation of their closest pair)
+        runs = [(name, name, views.geometry, masks, seen_share, closest) for name in args.methods]
         if paired:
-            runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, views.geometry.subset([0, 1]), masks[:2]))
-        for label, name, geometry, view_masks in runs:
-            seen, sep = ((seen_share, closest) if label != TWO_VIEW_PEER else
-                         (float(seen_by_every_view(geometry, lumen).mean()), float(pair_deg[0, 1])))
+            first_two = views.geometry.subset([0, 1])
+            runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, first_two, masks[:2],
+                         float(seen_by_every_view(first_two, lumen).mean()), float(pair_deg[0, 1])))
+        for label, name, geometry, view_masks, seen, sep in runs:
             t0 = time.perf_counter()
             try:
                 grid = roi_grid(geometry, view_masks, spacing=args.voxel)
