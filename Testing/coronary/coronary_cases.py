@@ -34,7 +34,7 @@ def small_case(side: str = "right", seed: int = 0, voxel: float = 0.6,
     views = simulate_coronary(config=config or small_config(side), seed=seed)
     masks = views.masks_2d.astype(np.float32)
     grid = roi_grid(views.geometry, masks, spacing=voxel)
-    return SmallCase(views, CoronaryProblem(views.geometry, masks, grid))
+    return SmallCase(views, CoronaryProblem(views.geometry, masks, grid, views.images))
 
 
 def write_case(views: CoronaryViews, root: Path) -> Path:

@@ -35,6 +35,7 @@ from skimage.morphology import skeletonize
 from ..errors import BadInput
 from ..geometry import ConeBeamGeometry, VolumeGrid
 from ..vessels.centerlines import CenterlineTree, extract_centerlines
+from .intensity import IntensityTerm, vessel_line_integral
 from .problem import CoronaryProblem, Progress
 
 
@@ -189,7 +190,8 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                     width_agreement: bool = True, agree_power: float = 4.0, join_mm: float = 1.5,
                     gap_scale_mm: float = 10.0, max_gap_mm: float = 15.0, fill_gap_mm: float = 3.0,
                     fill_agree: float = 0.9, search: bool = True, px_cost: float = 0.3,
-                    disagree_cost: float = 1.0, component_px: float = 25.0, touch_mm: float = 2.0
+                    disagree_cost: float = 1.0, component_px: float = 25.0, touch_mm: float = 2.0,
+                    line_integral: np.ndarray | None = None, intensity_weight: float = 0.5
                     ) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by ghost pruning (set cover of the mask skeletons, all views).
 
@@ -212,7 +214,11 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
 
     With ``search``, the greedy set is then improved by :func:`explanation_search` (add, remove and
     swap moves on a global energy): the greedy order can take a ghost first, which then hides the
-    true branch it shadows (its pixels are no longer new) and cuts the tree there.
+    true branch it shadows (its pixels are no longer new) and cuts the tree there. With
+    ``line_integral`` (the views' contrast line integrals, ``intensity.vessel_line_integral``) the
+    search's energy also holds ``intensity_weight`` times the residual between them and the kept
+    pieces' summed lumen chords (``intensity.IntensityTerm``; each piece's radius is the smallest
+    the views' mask widths give): masks take the union of overlapping vessels, the image adds them.
     """
     trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
     cover: list[list[np.ndarray]] = []
@@ -220,6 +226,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     pts_all: list[np.ndarray] = []
     ok = []
     agree = []
+    width_radius = []
     ps = geometry.pixel_spacing.min(axis=1)[:, None]
     for c in curves:
         pts = _resample(c, np.zeros(len(c)), step)[0]
@@ -228,6 +235,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
         inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
         r_mm = _sample(views.half_width, uv, 0.0) * w * ps
         seen = (r_mm > 0).all(axis=0)
+        width_radius.append(max(float(np.median(r_mm.min(axis=0))), 0.2))
         agree.append(float(np.median(r_mm[:, seen].min(0) / r_mm[:, seen].max(0))) if width_agreement and seen.any()
                      else 1.0)
         sets, lens = [], []
@@ -291,10 +299,16 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                             "filled": len(chosen) - n_main}
     if search and chosen:
         cost = [px_cost * float(lengths[i].sum()) * (1 + disagree_cost * (1 - agree[i])) for i in range(len(curves))]
+        intensity = None
+        if line_integral is not None and intensity_weight > 0:
+            intensity = IntensityTerm.build(pts_all, np.asarray(width_radius), geometry, line_integral, views.masks,
+                                            views.half_width, views.skeletons, weight=intensity_weight)
         chosen, moves = explanation_search(chosen, [i for i, good in enumerate(ok) if good], cover,
                                            [len(s) for s in views.skeletons], cost, pts_all,
-                                           component_px=component_px, touch_mm=touch_mm)
+                                           component_px=component_px, touch_mm=touch_mm, intensity=intensity)
         info["search_moves"] = moves
+        if intensity is not None:
+            info["intensity_scale"] = intensity.scale
         covered = [np.zeros(len(s), dtype=bool) for s in views.skeletons]
         for i in chosen:
             for v in range(len(covered)):
@@ -306,16 +320,19 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
 
 def explanation_search(start: list[int], eligible: list[int], cover: list[list[np.ndarray]], n_pixels: list[int],
                        cost: list[float], points: list[np.ndarray], *, component_px: float = 25.0,
-                       touch_mm: float = 2.0, max_moves: int = 200) -> tuple[list[int], int]:
+                       touch_mm: float = 2.0, max_moves: int = 200, intensity: IntensityTerm | None = None
+                       ) -> tuple[list[int], int]:
     """Best-improvement local search (add, remove, swap one piece) from ``start`` on the energy
 
     E(S) = Σ_views #skeleton pixels no piece of S covers + Σ_{i∈S} cost_i
-           + ``component_px`` · (#connected components of S − 1)
+           + ``component_px`` · (#connected components of S − 1) [+ ``intensity``'s residual E_I(S)]
 
     (two pieces touch when their points come within ``touch_mm``). Why: a two-view ghost pairs
     pieces of different vessels, so once the true branches are kept it covers no pixel they do not
     and only pays its cost; a true branch hidden behind another vessel in one view still pays for
-    itself with the pixels it explains in the other; a missing link splits the tree. Returns the
+    itself with the pixels it explains in the other; a missing link splits the tree. E_I tells the
+    two apart where the masks cannot: the ghost doubles the chord on the vessel it lies on, the
+    hidden branch explains a doubled chord (its scale is fitted once, on ``start``). Returns the
     kept indices and the number of moves made.
     """
     from scipy.sparse import csr_matrix
@@ -338,6 +355,12 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
     sel = np.zeros(n, dtype=bool)
     sel[start] = True
     counts = [np.asarray(mm.T @ sel.astype(np.float64)).ravel() for mm in mats]
+    views_i: list[Any] = []
+    if intensity is not None:
+        intensity.fit_scale(sel)
+        views_i = intensity.state(sel)
+        share = (share + sum(s.gram for s in views_i)).tocsr()        # pieces that overlap in some image too
+        weight = intensity.weight
 
     def components(mask: np.ndarray) -> tuple[int, np.ndarray]:
         """Number of components of the pieces in ``mask`` and, per piece, how many it would touch."""
@@ -356,6 +379,10 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
         # add i: cost_i − (pixels only i would cover) + the change of the component penalty
         gain = sum(mm @ (c == 0).astype(np.float64) for mm, c in zip(mats, counts))
         d_add = np.where(sel | ~can, np.inf, cost_a - gain + penalty(comp + 1 - joined) - penalty(comp))
+        if views_i:                     # ‖r − a_i‖² − ‖r‖² and ‖r + a_j‖² − ‖r‖², summed over the views
+            ar = sum(s.a @ s.r for s in views_i)
+            sq = sum(s.sq for s in views_i)
+            d_add = d_add + weight * (sq - 2 * ar)
         i = int(np.argmin(d_add))
         if d_add[i] < best_d:
             best, best_d = (i,), float(d_add[i])
@@ -366,6 +393,8 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
             rest[j] = False
             k_rest, joined_rest = components(rest) if rest.any() else (0, np.zeros(n))
             d_rem = only[j] - cost_a[j] + penalty(k_rest) - penalty(comp)
+            if views_i:
+                d_rem += weight * (sq[j] + 2 * ar[j])
             if d_rem < best_d:
                 best, best_d = (j,), float(d_rem)
             part = share[j].indices
@@ -378,6 +407,9 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
                 after[mm[j].indices] -= 1
                 g += mm[part] @ (after == 0).astype(np.float64)
             d_sw = d_rem + cost_a[part] - g + penalty(k_rest + 1 - joined_rest[part]) - penalty(k_rest)
+            if views_i:                 # then add i to r + a_j: ‖r + a_j − a_i‖² − ‖r + a_j‖²
+                cross = sum(np.asarray(s.gram[j, part].todense()).ravel() for s in views_i)
+                d_sw = d_sw + weight * (sq[part] - 2 * ar[part] - 2 * cross)
             k = int(np.argmin(d_sw))
             if d_sw[k] < best_d:
                 best, best_d = (j, int(part[k])), float(d_sw[k])
@@ -387,6 +419,8 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
             sel[k] = not sel[k]
             for mm, c in zip(mats, counts):
                 c[mm[k].indices] += 1 if sel[k] else -1
+            for s in views_i:
+                s.toggle(k, sel[k])
         moves += 1
     return [int(i) for i in np.flatnonzero(sel)], moves
 
@@ -617,11 +651,13 @@ def skeleton_candidates(occupancy: np.ndarray, grid: VolumeGrid, level: float = 
 def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: float = 0.5,
                    extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
                    views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
-                   progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
+                   intensity_weight: float = 0.5, progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
     """Candidate occupancy on ``problem.grid`` (+ optional candidate polylines) → one fitted tree.
 
     The skeleton branches of ``candidate >= level`` and ``extra_curves`` (e.g. epipolar matches)
-    compete in the ghost pruning; the kept ones are joined and fitted to every view.
+    compete in the ghost pruning; the kept ones are joined and fitted to every view. With
+    ``problem.images`` (log domain) the pruning also weighs the views' line integrals
+    (``intensity_weight``; 0 = masks only).
     """
     report = progress or _noop
     grid = problem.grid
@@ -638,7 +674,11 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     n_raw = len(curves)
     curves, radii = split_at_junctions(curves, radii, problem.geometry, views)
     report(0.2, f"prune ghosts among {len(curves)} branch pieces")
-    keep, sel_info = select_branches(curves, problem.geometry, views)
+    line_integral = None
+    if problem.images is not None and intensity_weight > 0:
+        line_integral = vessel_line_integral(problem.images, views.half_width, views.skeletons)
+    keep, sel_info = select_branches(curves, problem.geometry, views, line_integral=line_integral,
+                                     intensity_weight=intensity_weight)
     report(0.3, f"connect {len(keep)} branches")
     tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
     fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,

@@ -24,7 +24,7 @@ class CoronaryProblem:
 
     ``masks`` are per-view vessel probabilities or binary masks in [0, 1], shape [views, rows, cols],
     aligned with ``geometry`` (one view per geometry entry, DICOM patient LPS, mm). ``images`` are the
-    log-domain angiograms when available (some methods use intensities), ``grid`` the region of
+    log-domain angiograms when available (``autocar`` weighs their line integrals), ``grid`` the region of
     interest the methods reconstruct on (world mm; [z, y, x] arrays).
     """
 
@@ -39,6 +39,8 @@ class CoronaryProblem:
             raise ValueError(f"masks must be [views={self.geometry.n_views}, rows, cols], got {self.masks.shape}")
         if tuple(self.masks.shape[1:]) != tuple(self.geometry.det_shape):
             raise ValueError(f"mask size {self.masks.shape[1:]} differs from the detector {self.geometry.det_shape}")
+        if self.images is not None and self.images.shape != self.masks.shape:
+            raise ValueError(f"images {self.images.shape} and masks {self.masks.shape} differ in shape")
 
 
 @dataclass
