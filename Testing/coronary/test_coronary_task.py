@@ -52,6 +52,9 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     pose = m["pose_correction"]["views"]["2"]
     assert pose["rotation_deg"] < 2.5 and np.linalg.norm(pose["translation_mm"]) < 2.0, pose
     assert manifest["pose_correction"] == m["pose_correction"]
+    # the ghost pruning weighed the images' line integrals (one fitted scale per view)
+    scale = m["info"]["selection"]["intensity_scale"]
+    assert len(scale) == 2 and min(scale) > 0
     curves = json.loads((out / "centerlines.mrk.json").read_text())["markups"]
     assert curves
     angles = []
@@ -74,9 +77,9 @@ def test_job_keys_match_the_contract(sim_folder, tmp_path):
 
     args = build_parser(only="coronary").parse_args(
         ["coronary", str(sim_folder / "dicom/view_1.dcm"), str(sim_folder / "dicom/view_2.dcm"),
-         "--masks", "a.png", "b.png", "--voxel", "0.7", "--refine-pose", "--out", str(tmp_path)])
+         "--masks", "a.png", "b.png", "--voxel", "0.7", "--refine-pose", "--no-intensity", "--out", str(tmp_path)])
     job = job_from_args(args)
-    assert job["refine_pose"] is True
+    assert job["refine_pose"] is True and job["intensity"] is False
     assert job["views"] == [{"path": str(sim_folder / "dicom/view_1.dcm"), "frame": 0},
                             {"path": str(sim_folder / "dicom/view_2.dcm"), "frame": 0}]
     assert job["frame_selection"] == "index" and job["segmentation"] == "masks"
@@ -112,13 +115,14 @@ def test_bad_inputs_exit_2_with_a_specific_message(sim_folder, tmp_path, case, e
     assert err and err[-1]["kind"] == "bad-input" and expect in err[-1]["message"], err
 
 
-def test_refine_pose_must_be_a_boolean(sim_folder):
+@pytest.mark.parametrize("key", ["refine_pose", "intensity"])
+def test_switches_must_be_booleans(sim_folder, key):
     from angiorecon.errors import BadInput
     from angiorecon.pipelines.coronary import _validate
 
     views = [{"path": str(sim_folder / f"dicom/view_{v}.dcm"), "frame": 0} for v in (1, 2)]
-    with pytest.raises(BadInput, match="refine_pose must be true or false"):
-        _validate({"views": views, "refine_pose": "yes"})
+    with pytest.raises(BadInput, match=f"{key} must be true or false"):
+        _validate({"views": views, key: "yes"})
 
 
 def test_overlay_marks_depth_ambiguous_points_on_the_detector_only(tmp_path):

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-pose", action="store_true",
                    help="correct the secondary views' roll, tilt and sideways shift (a few degrees / mm of "
                         "DICOM geometry error) by matching the views' epipolar crossing profiles")
+    p.add_argument("--no-intensity", action="store_true",
+                   help="prune ghost branches from the masks alone; by default autocar also compares the images' "
+                        "vessel line integrals (which add up where vessels overlap) with the kept branches (turn it "
+                        "off for images that are not log-domain attenuation, e.g. heavily post-processed exports)")
     p.add_argument("--reference", type=Path, help="truth: a `simulate two-view` folder, a mask volume or a mesh")
 
 
@@ -74,6 +78,8 @@ def job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job["voxel_mm"] = float(args.voxel)
     if args.refine_pose:
         job["refine_pose"] = True
+    if args.no_intensity:
+        job["intensity"] = False
     if args.reference is not None:
         job["reference"] = str(args.reference)
     return job
@@ -100,8 +106,9 @@ def _validate(job: dict[str, Any]) -> None:
         raise BadInput(f"voxel_mm must be between 0.05 and 5 mm, got {vox}")
     if job.get("segmentation") == "masks" and not job.get("masks"):
         raise BadInput("segmentation 'masks' needs 'masks': one mask file per view")
-    if not isinstance(job.get("refine_pose", False), bool):
-        raise BadInput(f"refine_pose must be true or false, got {job.get('refine_pose')!r}")
+    for key, default in (("refine_pose", False), ("intensity", True)):
+        if not isinstance(job.get(key, default), bool):
+            raise BadInput(f"{key} must be true or false, got {job.get(key)!r}")
 
 
 def _masks(job: dict[str, Any], loaded: Any, device: str) -> np.ndarray:
@@ -249,7 +256,9 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
                                                 f"{np.linalg.norm(c['translation_mm']):.2f} mm"
                                                 for v, c in pose["views"].items()))
     ctx.log(f"grid {grid.shape} at {voxel} mm")
-    problem = CoronaryProblem(geometry, masks, grid, loaded.images, {"sources": loaded.sources})
+    # the images go to the methods unless switched off: autocar's ghost pruning weighs their line integrals
+    images = loaded.images if job.get("intensity", True) else None
+    problem = CoronaryProblem(geometry, masks, grid, images, {"sources": loaded.sources})
     t1 = time.perf_counter()
     result = reconstruct(problem, name, device=device,
                          progress=lambda f, m: ctx.progress(0.1 + 0.6 * f, name, m))
