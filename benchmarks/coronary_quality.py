@@ -17,6 +17,11 @@ count, so the first two are not those of the two-view run) and scores the defaul
 from all views and, as the paired peer ``autocar@2v``, from the case's first two views only. That
 shows what a further projection does to the ghosts and open depths of two views.
 
+The methods get the simulated log-domain images with the masks, as in the ``coronary`` task
+(``autocar``'s ghost pruning weighs their vessel line integrals). ``--masks-only-peer`` also scores
+the default method from the masks alone (row ``autocar-masks``), the same cases in the same run.
+Every peer scored on the same cases gets a paired-difference line (mean ± s.e. over the cases).
+
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
 its Dice without and with ``coronary.pose.refine_pose``, and the pose error (RMS px in view 2 of
@@ -54,6 +59,7 @@ from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # 
 
 #: with ``--views 3`` or more: the default method on the same case from its first two views only
 TWO_VIEW_PEER = f"{DEFAULT_METHOD}@2v"
+MASKS_ONLY_PEER = f"{DEFAULT_METHOD}-masks"
 TARGETS = {"dice": 0.75, "cldice": 0.85, "chamfer_mm": 2.0, "components": 1, "seconds": 120.0}
 
 
@@ -119,7 +125,7 @@ def pose_rows(views, masks: np.ndarray, voxel: float, deg: float, mm: float, see
            "err_floor": floor}
     for key, g in (("dice_perturbed", wrong), ("dice_refined", fixed)):
         grid = roi_grid(g, masks, spacing=voxel)
-        res = reconstruct(CoronaryProblem(g, masks, grid), DEFAULT_METHOD, seed=seed)
+        res = reconstruct(CoronaryProblem(g, masks, grid, views.images), DEFAULT_METHOD, seed=seed)
         out[key] = score_occupancy(res.occupancy, res.grid, views.vessels.mask(), views.vessels.grid)["dice"]
     return out
 
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="views per case (default 2; 3 shows what a further view does to the two-view ghosts)")
     ap.add_argument("--voxel", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--masks-only-peer", action="store_true",
+                    help=f"also score {DEFAULT_METHOD} without the images (ghost pruning from the masks alone)")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
@@ -148,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     paired = args.views > 2 and DEFAULT_METHOD in args.methods
     if paired:
         rows[TWO_VIEW_PEER] = []
+    masks_only = args.masks_only_peer and DEFAULT_METHOD in args.methods
+    if masks_only:
+        rows[MASKS_ONLY_PEER] = []
     pose: list[dict[str, float]] = []
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
@@ -171,17 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         seen_share = float(seen_by_every_view(views.geometry, lumen).mean())
         edge = vessel_pixels_at_edge(masks)
         edge_vs_seen.append((max(edge) >= EDGE_WARN_PX, seen_share == 1.0))
-        # (row, method, views, their masks, lumen share they all see, separation of their closest pair)
-        runs = [(name, name, views.geometry, masks, seen_share, closest) for name in args.methods]
+        # (row, method, views, their masks and images, lumen share they all see, separation of their closest pair)
+        images = views.images
+        runs = [(name, name, views.geometry, masks, images, seen_share, closest) for name in args.methods]
         if paired:
             first_two = views.geometry.subset([0, 1])
-            runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, first_two, masks[:2],
+            runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, first_two, masks[:2], images[:2],
                          float(seen_by_every_view(first_two, lumen).mean()), float(pair_deg[0, 1])))
-        for label, name, geometry, view_masks, seen, sep in runs:
+        if masks_only:
+            runs.append((MASKS_ONLY_PEER, DEFAULT_METHOD, views.geometry, masks, None, seen_share, closest))
+        for label, name, geometry, view_masks, view_images, seen, sep in runs:
             t0 = time.perf_counter()
             try:
                 grid = roi_grid(geometry, view_masks, spacing=args.voxel)
-                res = reconstruct(CoronaryProblem(geometry, view_masks, grid), name, seed=c)
+                res = reconstruct(CoronaryProblem(geometry, view_masks, grid, view_images), name, seed=c)
             except Exception as exc:  # noqa: BLE001 - a failing method is a row, not a crash
                 print(f"{side[0]}{c:>2} {sep:4.0f}° {label:>9} FAILED {type(exc).__name__}: {str(exc)[:80]}")
                 continue
@@ -256,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {DEFAULT_METHOD}/{name}: Dice {mean(d, 'dice') / max(mean(rs, 'dice'), 1e-9):.2f}x, "
                   f"clDice {mean(d, 'cldice') / max(mean(rs, 'cldice'), 1e-9):.2f}x, "
                   f"time {mean(d, 'seconds') / max(mean(rs, 'seconds'), 1e-9):.2f}x")
+            if len(rs) == len(d) > 1:                       # the same cases: paired differences
+                def diff(k: str) -> str:
+                    x = np.array([a[k] - b[k] for a, b in zip(d, rs)])
+                    return f"{x.mean():+.4f}±{x.std(ddof=1) / np.sqrt(len(x)):.4f}"
+                up = sum(a["cldice"] > b["cldice"] for a, b in zip(d, rs))
+                down = sum(a["cldice"] < b["cldice"] for a, b in zip(d, rs))
+                print(f"#   paired {DEFAULT_METHOD} − {name} (n={len(d)}): dice {diff('dice')}, cldice {diff('cldice')}"
+                      f" (higher in {up}, lower in {down}), chamfer {diff('chamfer_mm')} mm")
     if d:
         met = {"dice": np.mean([r["dice"] for r in d]) >= TARGETS["dice"],
                "cldice": np.mean([r["cldice"] for r in d]) >= TARGETS["cldice"],
