@@ -9,7 +9,8 @@ AutoCAR-style second stage (``coronary_two_view.md`` §4.3, own implementation f
    ghosts are redundant: each of their projections lies on a vessel a true branch already covers);
    the greedy order favours pieces whose per-view widths agree and that lie near the kept tree,
    then a local search on one explanation energy (uncovered skeleton pixels + a cost per kept
-   piece + a penalty per extra tree component) swaps ghosts the greedy took first for the true
+   piece + a penalty per extra tree component + the residual between the images' vessel line
+   integrals and the kept pieces' lumen chords) swaps ghosts the greedy took first for the true
    branches they shadowed;
 3. join the kept branches into one tree (shared junctions, then shortest bridges between pieces,
    then a spanning tree — connectivity holds by construction, whatever the optimiser does);
@@ -35,7 +36,7 @@ from skimage.morphology import skeletonize
 from ..errors import BadInput
 from ..geometry import ConeBeamGeometry, VolumeGrid
 from ..vessels.centerlines import CenterlineTree, extract_centerlines
-from .intensity import IntensityTerm, vessel_line_integral
+from .intensity import DEFAULT_WEIGHT, IntensityTerm, ViewResidual, vessel_line_integral
 from .problem import CoronaryProblem, Progress
 
 
@@ -191,7 +192,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                     gap_scale_mm: float = 10.0, max_gap_mm: float = 15.0, fill_gap_mm: float = 3.0,
                     fill_agree: float = 0.9, search: bool = True, px_cost: float = 0.3,
                     disagree_cost: float = 1.0, component_px: float = 25.0, touch_mm: float = 2.0,
-                    line_integral: np.ndarray | None = None, intensity_weight: float = 0.5
+                    line_integral: np.ndarray | None = None, intensity_weight: float = DEFAULT_WEIGHT
                     ) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by ghost pruning (set cover of the mask skeletons, all views).
 
@@ -355,7 +356,7 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
     sel = np.zeros(n, dtype=bool)
     sel[start] = True
     counts = [np.asarray(mm.T @ sel.astype(np.float64)).ravel() for mm in mats]
-    views_i: list[Any] = []
+    views_i: list[ViewResidual] = []
     if intensity is not None:
         intensity.fit_scale(sel)
         views_i = intensity.state(sel)
@@ -651,7 +652,7 @@ def skeleton_candidates(occupancy: np.ndarray, grid: VolumeGrid, level: float = 
 def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: float = 0.5,
                    extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
                    views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
-                   intensity_weight: float = 0.5, progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
+                   intensity_weight: float = DEFAULT_WEIGHT, progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
     """Candidate occupancy on ``problem.grid`` (+ optional candidate polylines) → one fitted tree.
 
     The skeleton branches of ``candidate >= level`` and ``extra_curves`` (e.g. epipolar matches)
