@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 import time
 from pathlib import Path
 
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="views per case (default 2; 3 shows what a further view does to the two-view ghosts)")
     ap.add_argument("--voxel", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ct", metavar="SAMPLE",
+                    help="simulate the views through a shipped CT (e.g. aorta_cta: spine, ribs, contrast-filled "
+                         "aorta) instead of the smooth chest ellipse")
     ap.add_argument("--masks-only-peer", action="store_true",
                     help=f"also score {DEFAULT_METHOD} without the images (ghost pruning from the masks alone)")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
@@ -163,14 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
     print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, "
+          f"background {args.ct or 'chest ellipse'}, "
           f"segmentation={args.masks}, voxel {args.voxel} mm, {args.threads} threads, default method {DEFAULT_METHOD}")
     print(f"{'case':>10} {'method':>9} {'dice':>6} {'cldice':>6} {'chamf':>6} {'hd95':>6} {'cc':>4} {'sec':>6}"
           "   (seen: share of the true lumen inside every view's field of view; edge: vessel-mask pixels at "
           f"each view's border, the task warns from {EDGE_WARN_PX}; ambiguous: share of the fitted centerline within "
           f"{AMBIGUOUS_DEG:g}° of the epipolar planes, whose depth the views leave open)")
+    background: tuple[Any, ...] = ()
+    if args.ct:
+        from angiorecon.ddsa.sources import load_ct
+
+        background = load_ct(args.ct)[:2]
     for c in range(args.first, args.first + args.cases):
         side = "right" if c % 2 == 0 else "left"
-        views = simulate_coronary(config=CoronaryConfig(side=side, views=args.views), seed=c)
+        views = simulate_coronary(*background, config=CoronaryConfig(side=side, views=args.views), seed=c)
         rng = np.random.default_rng(1000 + c)
         masks = {"truth": lambda: views.masks_2d.astype(np.float32), "noisy": lambda: noisy_masks(views.masks_2d, rng),
                  "frangi": lambda: segmented_masks(views, "frangi"),
