@@ -62,6 +62,7 @@ class CoronaryTwoViewParameterNode:
     thirdMask: vtkMRMLSegmentationNode
     reconstructionMethod: Annotated[str, Choice(list(jobs.CORONARY_METHODS))] = "default"
     refinePose: bool = False
+    useIntensities: bool = True
     device: Annotated[str, Choice(list(sharedJobs.DEVICES))] = "auto"
     outputFolder: Path
     loadMesh: bool = True
@@ -132,7 +133,7 @@ class CoronaryTwoViewLogic(EngineTaskLogic):
                                  second_frame=p.secondFrame, third_run=p.thirdRunPath, third_frame=p.thirdFrame,
                                  frame_selection=p.frameSelection,
                                  segmentation=p.segmentationMethod, masks=masks, method=p.reconstructionMethod,
-                                 refine_pose=p.refinePose, device=p.device)
+                                 refine_pose=p.refinePose, intensity=p.useIntensities, device=p.device)
 
     def rolesToLoadFor(self, p: CoronaryTwoViewParameterNode) -> list:
         roles = ["volume", "vessel_mask", "metrics"]

@@ -19,9 +19,10 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
                  segmentation: str = "learned", masks: Iterable[str | os.PathLike[str]] = (),
                  sidecars: Iterable[str | os.PathLike[str]] = (), method: str = "default",
                  voxel_mm: float | None = None, reference: str | os.PathLike[str] | None = None,
-                 refine_pose: bool = False, device: str = "auto") -> dict[str, Any]:
+                 refine_pose: bool = False, intensity: bool = True, device: str = "auto") -> dict[str, Any]:
     """``coronary VIEW1 VIEW2 [VIEW3] [--frames F1 F2 [F3] | --match-phase] --segmentation S [--masks M1 M2
-    [M3]] [--sidecar J1 J2 [J3]] --method M [--voxel V] [--reference REF] [--refine-pose] --device D``.
+    [M3]] [--sidecar J1 J2 [J3]] --method M [--voxel V] [--reference REF] [--refine-pose] [--no-intensity]
+    --device D``.
 
     Each view is an XA DICOM run (or single frame) and a frame index in it. ``third_run`` (optional)
     adds a view: two views leave the depth of vessels running along their epipolar planes open, and a
@@ -29,7 +30,9 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
     the engine picks the pair at the same cardiac phase from frame times / ECG tags and the indices
     are ignored. ``masks``: one 2D vessel mask file per view (segmentation ``masks``, e.g. edited in
     the Segment Editor); ``sidecars``: per-view geometry JSON when the DICOM lacks it;
-    ``refine_pose``: correct a few degrees / mm of error in the secondary views' DICOM geometry.
+    ``refine_pose``: correct a few degrees / mm of error in the secondary views' DICOM geometry;
+    ``intensity`` off: prune ghost branches from the masks alone, not also from the images' vessel
+    line integrals (for images that are not log-domain attenuation).
     """
     for name, value, allowed in (("frame selection", frame_selection, FRAME_SELECTIONS),
                                  ("segmentation", segmentation, SEGMENTATION_METHODS),
@@ -64,4 +67,6 @@ def coronary_job(first_run: str | os.PathLike[str], second_run: str | os.PathLik
         job["reference"] = absolute(reference)
     if refine_pose:
         job["refine_pose"] = True
+    if not intensity:
+        job["intensity"] = False
     return job

@@ -118,6 +118,7 @@ def test_coronary_methods_are_the_engines():
     ({"segmentation": "masks", "masks": ["M1", "M2"], "sidecars": ["J1", "J2"], "voxel_mm": 0.4, "reference": "REF"},
      ["--masks", "M1", "M2", "--sidecar", "J1", "J2", "--voxel", "0.4", "--reference", "REF"]),
     ({"refine_pose": True, "method": "epipolar"}, ["--refine-pose", "--method", "epipolar"]),
+    ({"intensity": False}, ["--no-intensity"]),
     ({"third_run": "C", "second_frame": 12, "third_frame": 3}, ["C", "--frames", "0", "12", "3"]),
     ({"third_run": "C", "segmentation": "masks", "masks": ["M1", "M2", "M3"]}, ["C", "--masks", "M1", "M2", "M3"]),
     ({"third_run": "", "third_frame": 5}, []),                 # an empty third path (the GUI's unset field): two views
