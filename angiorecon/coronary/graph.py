@@ -362,6 +362,7 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
         views_i = intensity.state(sel)
         share = (share + sum(s.gram for s in views_i)).tocsr()        # pieces that overlap in some image too
         weight = intensity.weight
+        sq = sum(s.sq for s in views_i)                               # ‖a_i‖²: fixed while the set changes
 
     def components(mask: np.ndarray) -> tuple[int, np.ndarray]:
         """Number of components of the pieces in ``mask`` and, per piece, how many it would touch."""
@@ -382,7 +383,6 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
         d_add = np.where(sel | ~can, np.inf, cost_a - gain + penalty(comp + 1 - joined) - penalty(comp))
         if views_i:                     # ‖r − a_i‖² − ‖r‖² and ‖r + a_j‖² − ‖r‖², summed over the views
             ar = sum(s.a @ s.r for s in views_i)
-            sq = sum(s.sq for s in views_i)
             d_add = d_add + weight * (sq - 2 * ar)
         i = int(np.argmin(d_add))
         if d_add[i] < best_d:
