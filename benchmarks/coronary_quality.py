@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             secs = time.perf_counter() - t0
             s = score_occupancy(res.occupancy, res.grid, truth, views.vessels.grid)
             s["seconds"] = secs
+            s["case"] = c
             amb = ""
             if res.tree is not None and res.tree.total_length > 0:
                 s["ambiguous"] = depth_ambiguous_length(res.tree, geometry, AMBIGUOUS_DEG) / res.tree.total_length
@@ -280,14 +281,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {DEFAULT_METHOD}/{name}: Dice {mean(d, 'dice') / max(mean(rs, 'dice'), 1e-9):.2f}x, "
                   f"clDice {mean(d, 'cldice') / max(mean(rs, 'cldice'), 1e-9):.2f}x, "
                   f"time {mean(d, 'seconds') / max(mean(rs, 'seconds'), 1e-9):.2f}x")
-            if len(rs) == len(d) > 1:                       # the same cases: paired differences
+            peer = {r["case"]: r for r in rs}
+            pairs = [(a, peer[a["case"]]) for a in d if a["case"] in peer]     # cases both scored
+            if len(pairs) > 1:
                 def diff(k: str) -> str:
-                    x = np.array([a[k] - b[k] for a, b in zip(d, rs)])
+                    x = np.array([a[k] - b[k] for a, b in pairs])
                     return f"{x.mean():+.4f}±{x.std(ddof=1) / np.sqrt(len(x)):.4f}"
-                up = sum(a["cldice"] > b["cldice"] for a, b in zip(d, rs))
-                down = sum(a["cldice"] < b["cldice"] for a, b in zip(d, rs))
-                print(f"#   paired {DEFAULT_METHOD} − {name} (n={len(d)}): dice {diff('dice')}, cldice {diff('cldice')}"
-                      f" (higher in {up}, lower in {down}), chamfer {diff('chamfer_mm')} mm")
+                up = sum(a["cldice"] > b["cldice"] for a, b in pairs)
+                down = sum(a["cldice"] < b["cldice"] for a, b in pairs)
+                print(f"#   paired {DEFAULT_METHOD} − {name} (n={len(pairs)}): dice {diff('dice')}, cldice "
+                      f"{diff('cldice')} (higher in {up}, lower in {down}), chamfer {diff('chamfer_mm')} mm")
     if d:
         met = {"dice": np.mean([r["dice"] for r in d]) >= TARGETS["dice"],
                "cldice": np.mean([r["cldice"] for r in d]) >= TARGETS["cldice"],
