@@ -176,8 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     background: tuple[Any, ...] = ()
     if args.ct:
         from angiorecon.ddsa.sources import load_ct
+        from angiorecon.errors import BadInput
 
-        background = load_ct(args.ct)[:2]
+        try:
+            background = load_ct(args.ct)[:2]
+        except BadInput as exc:
+            ap.error(f"--ct {args.ct}: {exc}")
     for c in range(args.first, args.first + args.cases):
         side = "right" if c % 2 == 0 else "left"
         views = simulate_coronary(*background, config=CoronaryConfig(side=side, views=args.views), seed=c)
