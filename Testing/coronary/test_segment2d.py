@@ -128,7 +128,7 @@ def test_train_writes_loadable_checkpoint_and_card(tmp_path, monkeypatch):
 
     import angiorecon.coronary.train_segmenter as ts
 
-    def fake_views(n_cases: int, seed: int):
+    def fake_views(n_cases: int, seed: int, backgrounds=(), ct_fraction=0.5):
         rng = np.random.default_rng(seed)
         imgs, msks = [], []
         for _ in range(2 * n_cases):
@@ -136,13 +136,15 @@ def test_train_writes_loadable_checkpoint_and_card(tmp_path, monkeypatch):
             m[:, int(rng.integers(20, 70)):][:, :4] = 1.0
             imgs.append((m * 0.3 + rng.normal(0, 0.01, m.shape)).astype(np.float32))
             msks.append(m)
-        return imgs, msks
+        return imgs, msks, ["chest-ellipse", "ct"] * n_cases
 
     monkeypatch.setattr(ts, "synthetic_views", fake_views)
     out = tmp_path / "seg.pt"
     meta = ts.train(3, 0, out, cases=3, batch=2, crop=64)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["steps"] == 3 and card["seed"] == 0 and card["wall_time_s"] > 0
+    # held-out synthetic views are scored per background
+    assert set(card["validation"]["synthetic_dice_4_views_scale_0.75"]) == {"chest-ellipse", "ct"}
     assert card["threshold"] == meta["threshold"]
     seg = LearnedSegmenter(out)
     prob, mask = seg.segment(np.zeros((50, 70), np.float32))
@@ -151,3 +153,19 @@ def test_train_writes_loadable_checkpoint_and_card(tmp_path, monkeypatch):
     tuned = ts.train(2, 1, tmp_path / "tuned.pt", cases=3, batch=2, crop=64, init=out)
     assert not Path(tuned["init_from"]["path"]).is_absolute()   # cards name no folder of this machine
     assert tuned["init_from"]["model_card"]["seed"] == 0
+
+
+def test_synthetic_views_through_ct_backgrounds():
+    """Every other case is simulated through the CT, and the CT's bulk shows in the log image."""
+    from angiorecon.coronary.train_segmenter import ct_backgrounds, synthetic_views
+    from angiorecon.geometry import VolumeGrid
+
+    hu = np.full((60, 80, 80), 300.0, np.float32)          # a dense slab: bone-like everywhere
+    grid = VolumeGrid.centered(hu.shape[::-1], 3.0)          # x, y, z
+    images, masks, labels = synthetic_views(2, 0, [(hu, grid, "slab")], 0.5)
+    assert labels == ["chest-ellipse"] * 2 + ["slab"] * 2
+    assert len(images) == len(masks) == 4 and all(m.any() for m in masks)
+    centre = np.s_[200:312, 200:312]
+    assert min(np.median(x[centre]) for x in images[2:]) > max(np.median(x[centre]) for x in images[:2])
+    with pytest.raises(BadInput, match="held-out"):
+        ct_backgrounds(["pulmonary_cta"])
