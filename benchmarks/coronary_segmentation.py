@@ -1,12 +1,14 @@
 """2D coronary segmentation quality and speed: Frangi + hysteresis vs the shipped learned segmenter.
 
-    python benchmarks/coronary_segmentation.py [--data DIR] [--spacing 0.5] [--sim-cases 2] [--csv FILE] [--weights PT]
+    python benchmarks/coronary_segmentation.py [--data DIR] [--spacing 0.5] [--sim-cases 2] [--ct CT]… [--csv FILE] [--weights PT]
 
 Real data: ``xca-cervantes40/Angios_40_testing`` (40 clinical angiograms with expert masks; EVALUATION
 ONLY: nothing was trained or tuned on it). The PNGs go through the same ``png_to_log`` as
 ``load_views``. These images carry no pixel spacing; Frangi's mm scales use ``--spacing`` (0.5 mm,
 the value chosen on ``Angios_40_training``); the learned model does not use the spacing. Also scored
-on fresh simulated 512² views (seeds unused in training). Prints, per method and data set, mean ± s.e.
+on fresh simulated 512² views (seeds unused in training), over the smooth chest ellipse and through
+each ``--ct`` background (default ``pulmonary_cta``, a real chest CT the segmenter never saw in
+training; ``aorta_cta`` was a training background). Prints, per method and data set, mean ± s.e.
 Dice and true clDice (Shit et al., ``angiorecon.metrics.volume.cldice``), and frames/s on this
 machine's CPU (one thread for both), plus learned/Frangi ratios measured in the same run.
 """
@@ -18,6 +20,7 @@ import csv
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,6 +32,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--spacing", type=float, default=0.5, help="assumed mm/pixel of the real PNGs (Frangi scales)")
     ap.add_argument("--sim-cases", type=int, default=2, help="simulated two-view cases (0 = skip)")
+    ap.add_argument("--ct", action="append", default=None, metavar="CT",
+                    help="CT background for a second simulated set (sample name or HU volume; repeatable; "
+                         "default pulmonary_cta)")
     ap.add_argument("--csv", type=Path, default=None, help="per-image scores")
     ap.add_argument("--weights", type=Path, default=None, help="segmenter checkpoint (default: the shipped one)")
     args = ap.parse_args()
@@ -39,6 +45,8 @@ def main() -> None:
 
     from angiorecon.coronary.segment2d import FrangiParams, frangi_segment, learned_segmenter
     from angiorecon.coronary.views import png_to_log
+    from angiorecon.ddsa.sources import load_ct
+    from angiorecon.errors import BadInput
     from angiorecon.metrics.volume import cldice, dice
     from angiorecon.simulation.products import CoronaryConfig, simulate_coronary
 
@@ -49,14 +57,20 @@ def main() -> None:
     sets: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {"real Angios_40_testing": [
         (p.name, png_to_log(io.imread(p)), io.imread(p.with_name(f"{p.stem}_gt.png")) > 127, args.spacing)
         for p in names]}
-    if args.sim_cases:
+    backgrounds: dict[str, tuple[Any, Any]] = {"simulated 512²": (None, None)}
+    for spec in args.ct or ["pulmonary_cta"]:
+        try:
+            backgrounds[f"sim 512² {Path(spec).name}"] = load_ct(spec)[:2]
+        except BadInput as exc:
+            ap.error(f"--ct {spec}: {exc}")
+    for set_name, (hu, grid) in backgrounds.items() if args.sim_cases else ():
         sim = []
         for s in range(args.sim_cases):
-            case = simulate_coronary(config=CoronaryConfig(), seed=90_000 + s)
+            case = simulate_coronary(hu, grid, config=CoronaryConfig(), seed=90_000 + s)
             for v in range(case.counts.shape[0]):
                 sim.append((f"sim{s}_view{v}", case.images[v],
                             case.masks_2d[v], float(case.geometry.pixel_spacing[v, 1])))
-        sets["simulated 512²"] = sim
+        sets[set_name] = sim
 
     seg = learned_segmenter("cpu", args.weights)
     seg.segment(sets[next(iter(sets))][0][1])        # warm-up (first call allocates)
