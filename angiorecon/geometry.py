@@ -126,10 +126,19 @@ class ConeBeamGeometry:
 
     def project_points(self, points: Array) -> Array:
         """Project world points (M, 3) into every view: returns (N, M, 2) as (col, row)."""
+        return self.project_points_with_depth(points)[0]
+
+    def project_points_with_depth(self, points: Array) -> tuple[Array, Array]:
+        """(N, M, 2) pixel (col, row) of world points (M, 3) in every view, and (N, M) their depth w.
+
+        ``w`` is the homogeneous coordinate of :meth:`projection_matrices`: (distance from the source
+        along the detector normal) / SID, so a length ℓ mm at the point spans ℓ / (w · pixel spacing)
+        pixels — what a lumen radius or a chord needs beside the position.
+        """
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        hom = np.concatenate([pts, np.ones((pts.shape[0], 1))], axis=1)
-        q = np.einsum("nij,mj->nmi", self.projection_matrices(), hom)
-        return q[..., :2] / q[..., 2:3]
+        p = self.projection_matrices()
+        q = np.einsum("nij,mj->nmi", p[:, :, :3], pts) + p[:, None, :, 3]
+        return q[..., :2] / q[..., 2:3], q[..., 2]
 
     # ------------------------------------------------------------------ selection
     def subset(self, indices: Sequence[int] | Array) -> "ConeBeamGeometry":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.epipolar import _triangulate, skeleton_segments
-from angiorecon.coronary.graph import (PointTree, ViewMaps, _project, connect_tree, explanation_search,
+from angiorecon.coronary.graph import (PointTree, ViewMaps, connect_tree, explanation_search,
                                        split_at_junctions, tubes_to_occupancy)
 from angiorecon.coronary.hull import sample_views, visual_hull
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
@@ -137,7 +137,7 @@ def test_candidates_are_cut_where_one_view_has_a_junction(small_case):
     switch vessel there), and only there."""
     g = small_case.problem.geometry
     line = np.stack([np.linspace(-15, 15, 121), np.linspace(-5, 5, 121), np.zeros(121)], 1)
-    uv = _project(g, line)[0]
+    uv = g.project_points(line)
     masks = np.zeros((2,) + tuple(g.det_shape), dtype=np.float32)
     for v in range(2):
         for t in np.linspace(0, 1, 400):

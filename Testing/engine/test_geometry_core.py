@@ -39,6 +39,23 @@ def test_projection_matrix_maps_pixel_centres_to_their_indices():
         np.testing.assert_allclose(uv[..., 1], rows, atol=1e-9)
 
 
+def test_projected_depth_scales_lengths():
+    """A length ℓ at the point spans ℓ / (w · spacing) pixels: w = source distance along the normal / SID."""
+    g = ConeBeamGeometry.from_xa_angles([30, -20], [10, 25], sid=1100, sod=780, pixel_spacing=(0.25, 0.25),
+                                        det_shape=(200, 200))
+    pts = np.array([[0.0, 0.0, 0.0], [12.0, -30.0, 7.0]])
+    uv, w = g.project_points_with_depth(pts)
+    np.testing.assert_array_equal(uv, g.project_points(pts))
+    for n in range(2):
+        sid = np.linalg.norm(g.det_center[n] - g.source[n])
+        axis = (g.det_center[n] - g.source[n]) / sid           # the C-arm's detector faces the source
+        np.testing.assert_allclose(w[n], (pts - g.source[n]) @ axis / sid, rtol=1e-12)
+        step = np.cross(axis, [0.0, 0.0, 1.0])                 # a 1 mm step parallel to the detector
+        step /= np.linalg.norm(step)
+        moved = g.project_points(pts + step)[n]
+        np.testing.assert_allclose(np.linalg.norm(moved - uv[n], axis=1), 1.0 / (w[n] * 0.25), rtol=1e-9)
+
+
 def test_xa_ap_and_lao_views():
     g = ConeBeamGeometry.from_xa_angles([0, 90], [0, 0], sid=1200, sod=800, pixel_spacing=(0.3, 0.2),
                                         det_shape=(100, 100))

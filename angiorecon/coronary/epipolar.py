@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from ..geometry import ConeBeamGeometry
 from ..vessels.centerlines import CenterlineTree
-from .graph import PointTree, ViewMaps, _project, _sample, connect_tree, tubes_to_occupancy
+from .graph import PointTree, ViewMaps, _sample, connect_tree, tubes_to_occupancy
 from .problem import CoronaryProblem, CoronaryResult, Progress
 
 
@@ -82,8 +82,8 @@ def match_segment(seg: np.ndarray, geometry: ConeBeamGeometry, other: np.ndarray
     # points of each seg ray into view b
     near = s0 + d0 * np.linalg.norm(s0) * 0.8
     far = s0 + d0 * np.linalg.norm(s0) * 1.2
-    pa = _project(geometry.subset([b]), near)[0][0]
-    pb = _project(geometry.subset([b]), far)[0][0]
+    pa = geometry.subset([b]).project_points(near)[0]
+    pb = geometry.subset([b]).project_points(far)[0]
     t = pb - pa
     t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)
     cands: list[np.ndarray] = []
@@ -142,7 +142,7 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
         for piece in np.split(np.arange(len(x)), cuts):
             if len(piece) >= min_points and good[piece[0]]:
                 p = x[piece]
-                uv, w = _project(g, p)
+                uv, w = g.project_points_with_depth(p)
                 hw = _sample(views.half_width, uv, 0.0)
                 r_mm = np.maximum(hw - 0.5, 0.5) * w * g.pixel_spacing.min(axis=1)[:, None]
                 curves.append(p)

@@ -132,13 +132,6 @@ def _resample(points: np.ndarray, radii: np.ndarray, step: float) -> tuple[np.nd
     return p, np.interp(t, s, radii)
 
 
-def _project(geometry: ConeBeamGeometry, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(V, M, 2) pixel (col, row) and (V, M) depth factor w (mm on the detector per mm at the point = 1/w)."""
-    p = geometry.projection_matrices()
-    q = np.einsum("vij,mj->vmi", p[:, :, :3], points) + p[:, None, :, 3]
-    return q[..., :2] / q[..., 2:3], q[..., 2]
-
-
 def _sample(maps: np.ndarray, uv: np.ndarray, cval: float) -> np.ndarray:
     return np.stack([ndimage.map_coordinates(maps[v], [uv[v, :, 1], uv[v, :, 0]], order=1, mode="constant",
                                              cval=cval) for v in range(len(maps))])
@@ -170,7 +163,7 @@ def split_at_junctions(curves: list[np.ndarray], radii: list[np.ndarray], geomet
     out_r: list[np.ndarray] = []
     for c, r in zip(curves, radii):
         c = np.asarray(c, float)
-        uv, _w = _project(geometry, c)
+        uv = geometry.project_points(c)
         near = np.zeros(len(c), dtype=bool)
         for v, t in enumerate(kts):
             if t is not None:
@@ -232,7 +225,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     for c in curves:
         pts = _resample(c, np.zeros(len(c)), step)[0]
         pts_all.append(pts)
-        uv, w = _project(geometry, pts)
+        uv, w = geometry.project_points_with_depth(pts)
         inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
         r_mm = _sample(views.half_width, uv, 0.0) * w * ps
         seen = (r_mm > 0).all(axis=0)
