@@ -169,3 +169,11 @@ def test_synthetic_views_through_ct_backgrounds():
     assert min(np.median(x[centre]) for x in images[2:]) > max(np.median(x[centre]) for x in images[:2])
     with pytest.raises(BadInput, match="held-out"):
         ct_backgrounds(["pulmonary_cta"])
+
+
+def test_training_cli_rejects_fractions_outside_0_1(capsys):
+    from angiorecon.coronary.train_segmenter import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", "x.pt", "--ct", "aorta_cta", "--ct-fraction", "1.5"])
+    assert "--ct-fraction must be within 0–1, got 1.5" in capsys.readouterr().err

@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="CT background (sample name or HU volume path; repeatable) for simulated cases")
     p.add_argument("--ct-fraction", type=float, default=0.5, help="share of simulated cases through a --ct")
     a = p.parse_args(argv)
+    for name, value in (("--ct-fraction", a.ct_fraction), ("--real-fraction", a.real_fraction)):
+        if not 0.0 <= value <= 1.0:
+            p.error(f"{name} must be within 0–1, got {value}")
     meta = train(a.steps, a.seed, a.out, cases=a.cases, batch=a.batch, crop=a.crop, lr=a.lr,
                  real_dir=a.real_dir, real_val=a.real_val, init=a.init, real_fraction=a.real_fraction,
                  cts=a.ct, ct_fraction=a.ct_fraction)
