@@ -177,3 +177,19 @@ def test_training_cli_rejects_fractions_outside_0_1(capsys):
     with pytest.raises(SystemExit):
         main(["--out", "x.pt", "--ct", "aorta_cta", "--ct-fraction", "1.5"])
     assert "--ct-fraction must be within 0–1, got 1.5" in capsys.readouterr().err
+
+
+def test_training_cli_names_bad_inputs_before_simulating(tmp_path, capsys, monkeypatch):
+    """A bad CT, real folder or init checkpoint is a one-line error, found before any simulation."""
+    import angiorecon.coronary.train_segmenter as ts
+
+    monkeypatch.setattr(ts, "synthetic_views", lambda *a, **k: pytest.fail("simulated before checking inputs"))
+    out = tmp_path / "seg.pt"
+    for args, message in ((["--ct", "nosuch"], "unknown sample 'nosuch'"),
+                          (["--real-dir", str(tmp_path)], "no angiogram PNGs"),
+                          (["--init", str(tmp_path / "none.pt")], "does not exist")):
+        with pytest.raises(SystemExit) as exc:
+            ts.main(["--out", str(out), *args])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("seg*"))

@@ -193,10 +193,8 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     t0 = time.time()
+    # every input is read before the minutes of simulation, so a bad path or name fails at once
     backgrounds = ct_backgrounds(cts)
-    images, masks, labels = synthetic_views(cases, seed, backgrounds, ct_fraction)
-    val_img, val_msk, val_lab = images[-4:], masks[-4:], labels[-4:]
-    images, masks = images[:-4], masks[:-4]
     real_tr: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     real_va: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     real_names: list[str] = []
@@ -209,10 +207,15 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
     model = build_unet("light")
     parent: dict[str, Any] | None = None
     if init is not None:
+        if not Path(init).is_file():
+            raise BadInput(f"--init checkpoint {init} does not exist")
         state = torch.load(init, map_location="cpu", weights_only=True)
         model = build_unet(dict(state["config"]))
         model.load_state_dict(state["model"])
         parent = dict(state.get("meta", {}))
+    images, masks, labels = synthetic_views(cases, seed, backgrounds, ct_fraction)
+    val_img, val_msk, val_lab = images[-4:], masks[-4:], labels[-4:]
+    images, masks = images[:-4], masks[:-4]
     n_real = int(round(real_fraction * batch))
     mix_from = 0 if init is not None else steps // 2
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -308,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("--ct-fraction", a.ct_fraction), ("--real-fraction", a.real_fraction)):
         if not 0.0 <= value <= 1.0:
             p.error(f"{name} must be within 0–1, got {value}")
-    meta = train(a.steps, a.seed, a.out, cases=a.cases, batch=a.batch, crop=a.crop, lr=a.lr,
-                 real_dir=a.real_dir, real_val=a.real_val, init=a.init, real_fraction=a.real_fraction,
-                 cts=a.ct, ct_fraction=a.ct_fraction)
+    try:
+        meta = train(a.steps, a.seed, a.out, cases=a.cases, batch=a.batch, crop=a.crop, lr=a.lr,
+                     real_dir=a.real_dir, real_val=a.real_val, init=a.init, real_fraction=a.real_fraction,
+                     cts=a.ct, ct_fraction=a.ct_fraction)
+    except BadInput as exc:
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     print(json.dumps(meta["validation"]))
     return 0
 
