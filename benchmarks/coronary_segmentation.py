@@ -57,13 +57,15 @@ def main() -> None:
     sets: dict[str, list[tuple[str, np.ndarray, np.ndarray, float]]] = {"real Angios_40_testing": [
         (p.name, png_to_log(io.imread(p)), io.imread(p.with_name(f"{p.stem}_gt.png")) > 127, args.spacing)
         for p in names]}
-    backgrounds: dict[str, tuple[Any, Any]] = {"simulated 512²": (None, None)}
-    for spec in args.ct or ["pulmonary_cta"]:
-        try:
-            backgrounds[f"sim 512² {Path(spec).name}"] = load_ct(spec)[:2]
-        except BadInput as exc:
-            ap.error(f"--ct {spec}: {exc}")
-    for set_name, (hu, grid) in backgrounds.items() if args.sim_cases else ():
+    backgrounds: dict[str, tuple[Any, Any]] = {}
+    if args.sim_cases:                   # the ellipse, then each CT (read before the slow simulation)
+        backgrounds["simulated 512²"] = (None, None)
+        for spec in args.ct or ["pulmonary_cta"]:
+            try:
+                backgrounds[f"sim 512² {Path(spec).name}"] = load_ct(spec)[:2]
+            except BadInput as exc:
+                ap.error(f"--ct {spec}: {exc}")
+    for set_name, (hu, grid) in backgrounds.items():
         sim = []
         for s in range(args.sim_cases):
             case = simulate_coronary(hu, grid, config=CoronaryConfig(), seed=90_000 + s)
