@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voxel", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ct", metavar="SAMPLE",
-                    help="simulate the views through a shipped CT (e.g. aorta_cta: spine, ribs, contrast-filled "
-                         "aorta) instead of the smooth chest ellipse")
+                    help="simulate the views through a shipped CT instead of the smooth chest ellipse: pulmonary_cta "
+                         "(held out from the 2D segmenter's training) or aorta_cta (one of its training backgrounds)")
     ap.add_argument("--masks-only-peer", action="store_true",
                     help=f"also score {DEFAULT_METHOD} without the images (ghost pruning from the masks alone)")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
