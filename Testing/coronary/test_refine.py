@@ -87,6 +87,56 @@ def test_training_writes_weights_and_a_card_with_segmenter_cases(tmp_path):
     assert card["segmenter_fraction"] == 0.5 and "learned segmenter" in card["training_data"]
 
 
+def test_training_puts_a_share_of_the_segmenter_cases_through_a_ct(tmp_path, monkeypatch):
+    """With a CT, every other segmenter case is simulated through it; the card names those cases."""
+    import angiorecon.coronary.train_refiner as tr
+    from angiorecon.geometry import VolumeGrid
+
+    hu = np.full((60, 80, 80), 300.0, np.float32)
+    slab = (hu, VolumeGrid.centered(hu.shape[::-1], 3.0), "slab")
+    monkeypatch.setattr(tr, "ct_backgrounds", lambda specs: [slab] if specs else [])
+    lines: list[str] = []
+    meta = tr.train(2, 1, 3, tmp_path / "r.pt", patch=16, val_seeds=(), segmenter_fraction=1.0, cts=["slab"],
+                    ct_fraction=0.5, log=lines.append)
+    assert meta["segmenter_case_seeds"] == [4000, 4001]
+    assert meta["ct_backgrounds"] == {"cts": ["slab"], "fraction_of_segmenter_cases": 0.5, "case_seeds": {4001: "slab"}}
+    assert "ellipse" in lines[0] and "slab" in lines[1]
+    card = json.loads((tmp_path / "r.json").read_text())
+    assert card["ct_backgrounds"]["case_seeds"] == {"4001": "slab"}
+
+
+def test_case_backgrounds_interleave_and_mirror_without_touching_the_rng_otherwise():
+    from angiorecon.coronary.backgrounds import background_for_case
+
+    hu = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    rng = np.random.default_rng(0)
+    picks = [background_for_case(k, [(hu, None, "a"), (hu, None, "b")], 0.5, rng) for k in range(8)]
+    assert [p and p[2] for p in picks] == [None, "b", None, "a", None, "b", None, "a"]
+    assert all(np.array_equal(np.sort(p[0].ravel()), hu.ravel()) for p in picks if p)   # mirrored copies
+    assert any(not np.array_equal(p[0], hu) for p in picks if p)
+    untouched = np.random.default_rng(1)
+    assert all(background_for_case(k, [], 0.5, untouched) is None for k in range(4))
+    assert untouched.random() == np.random.default_rng(1).random()
+
+
+@pytest.mark.parametrize("args, message, one_line", [     # usage errors print the usage first
+    (["--ct", "pulmonary_cta", "--segmenter-fraction", "0.5"], "held-out CT", True),
+    (["--ct", "nosuch", "--segmenter-fraction", "0.5"], "unknown sample 'nosuch'", True),
+    (["--ct", "aorta_cta"], "--ct needs --segmenter-fraction above 0", False),
+    (["--ct", "aorta_cta", "--segmenter-fraction", "0.5", "--ct-fraction", "2"], "--ct-fraction must be within", False),
+])
+def test_training_cli_names_a_bad_ct_before_any_work(tmp_path, args, message, one_line, capsys, monkeypatch):
+    import angiorecon.coronary.train_refiner as tr
+
+    monkeypatch.setattr(tr, "make_case", lambda *a, **k: pytest.fail("simulated before checking the CTs"))
+    with pytest.raises(SystemExit) as e:
+        tr.main([*args, "--out", str(tmp_path / "r.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and message in err[-1] and "train_refiner: error" in err[-1]
+    assert len(err) == 1 or not one_line
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args", [["--patch", "44", "--depth", "3"], ["--segmenter-fraction", "1.5"]])
 def test_training_rejects_bad_arguments_before_any_work(tmp_path, args, capsys):
     from angiorecon.coronary.train_refiner import main

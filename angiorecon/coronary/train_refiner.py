@@ -1,16 +1,20 @@
 """Train the two-view hull refiner (``refine.RefinerNet``) on simulated coronary cases, CPU.
 
     python -m angiorecon.coronary.train_refiner --cases 36 --steps 6000 --seed 1 \
-        --segmenter-fraction 0.5 --threads 2 --out angiorecon/weights/coronary_refiner.pt
+        --segmenter-fraction 0.5 [--ct CT … --ct-fraction F] --threads 2 \
+        --out angiorecon/weights/coronary_refiner.pt
 
 Each case: a left or right tree from ``simulate_coronary`` (two clinical views, 512² detector), its
 2D masks either perturbed like a segmenter would (1-px dilation/erosion, sub-pixel-to-1-px shifts
 standing in for calibration error, false-positive specks) or produced by the shipped learned
-segmenter from the simulated angiogram, the soft visual hull on a 0.45–0.65 mm ROI grid,
-and targets: the true lumen (occupancy) and a centerness ridge exp(−d²/2σ²), d = distance to the
-true centerline, σ = 0.5 mm. Training samples patches around hull voxels; the loss is AutoCAR's
-BCE + soft Dice + centerness MSE (1:1:1). Case seeds are ``1000 + seed·1000 + i`` so held-out test
-seeds below 1000 never occur in training. A model card (JSON) is written next to the weights.
+segmenter from the simulated angiogram (with ``--ct``, a share of those angiograms is simulated
+through real CT backgrounds, whose bone edges and lung texture give the segmenter's own kind of
+errors; the benchmarks' held-out ``pulmonary_cta`` is refused), the soft visual hull on a
+0.45–0.65 mm ROI grid, and targets: the true lumen (occupancy) and a centerness ridge
+exp(−d²/2σ²), d = distance to the true centerline, σ = 0.5 mm. Training samples patches around hull
+voxels; the loss is AutoCAR's BCE + soft Dice + centerness MSE (1:1:1). Case seeds are
+``1000 + seed·1000 + i`` so held-out test seeds below 1000 never occur in training. A model card
+(JSON) is written next to the weights.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ..errors import BadInput
 from ..metrics.evaluate import resample_to_grid
+from .backgrounds import Background, background_for_case, ct_backgrounds
 from .hull import roi_grid, visual_hull
 from .refine import RefinerNet, candidate_mask, hull_features
 
@@ -74,19 +81,22 @@ def centerline_distance(tree, points: np.ndarray, step: float = 0.1) -> np.ndarr
     return cKDTree(np.vstack(samples)).query(points)[0]
 
 
-def make_case(seed: int, segmenter: bool = False) -> Case:
+def make_case(seed: int, segmenter: bool = False, background: Background | None = None) -> Case:
     """One simulated two-view case with features and targets on its ROI grid.
 
     The 2D masks are the truth perturbed by :func:`perturb_masks`, or with ``segmenter`` the shipped
     learned segmenter's probabilities on the simulated angiogram: what the default pipeline feeds the
-    refiner, with its real misses, merges and widths.
+    refiner, with its real misses, merges and widths. ``background``: a CT to simulate the views
+    through instead of the chest ellipse.
     """
     from ..simulation.products import CoronaryConfig, simulate_coronary
     from .segment2d import segment_views
 
     rng = np.random.default_rng(seed)
     side = "left" if rng.random() < 0.5 else "right"
-    views = simulate_coronary(config=CoronaryConfig(side=side, motion_mm=float(rng.uniform(0, 0.5))), seed=seed)
+    ct_hu, ct_grid = background[:2] if background is not None else (None, None)
+    views = simulate_coronary(ct_hu, ct_grid, config=CoronaryConfig(side=side, motion_mm=float(rng.uniform(0, 0.5))),
+                              seed=seed)
     if segmenter:
         masks = segment_views(views, "learned")
     else:
@@ -149,22 +159,35 @@ def case_dice(net: RefinerNet, case: Case) -> tuple[float, float]:
 
 def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batch: int = 2, lr: float = 2e-3,
           time_budget_s: float | None = None, val_seeds: tuple[int, ...] = (11,), segmenter_fraction: float = 0.0,
-          threads: int = 1, base: int = 8, depth: int = 2, log=print) -> dict:
+          cts: Sequence[str] = (), ct_fraction: float = 0.5, threads: int = 1, base: int = 8, depth: int = 2,
+          log=print) -> dict:
     """Generate ``cases`` simulated cases, train ``steps`` steps (or until ``time_budget_s`` of wall time
     since the start, data generation included), save weights + model card.
 
     Every ``1/segmenter_fraction``-th case takes its masks from the learned segmenter (validation too,
-    when the fraction is above one half); the rest perturb the true masks.
+    when the fraction is above one half); the rest perturb the true masks. ``cts``: CT backgrounds for
+    a share ``ct_fraction`` of the segmenter cases (perturbed true masks do not depend on the
+    background); with them, each validation seed is also scored through the first CT.
     """
+    backgrounds = ct_backgrounds(cts)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    mirror_rng = np.random.default_rng([seed, 1])
     t0 = time.time()
     data = []
     from_segmenter = [int((i + 1) * segmenter_fraction) > int(i * segmenter_fraction) for i in range(cases)]
+    ct_cases: dict[int, str] = {}
     for i in range(cases):
-        data.append(make_case(1000 + seed * 1000 + i, segmenter=from_segmenter[i]))
-        log(f"case {i + 1}/{cases} {data[-1].occupancy.shape} ({time.time() - t0:.0f} s)")
+        case_seed = 1000 + seed * 1000 + i
+        background = None
+        if from_segmenter[i]:
+            background = background_for_case(sum(from_segmenter[:i]), backgrounds, ct_fraction, mirror_rng)
+        if background is not None:
+            ct_cases[case_seed] = background[2]
+        data.append(make_case(case_seed, segmenter=from_segmenter[i], background=background))
+        log(f"case {i + 1}/{cases} {data[-1].occupancy.shape} {background[2] if background else 'ellipse'} "
+            f"({time.time() - t0:.0f} s)")
     t_data = time.time() - t0
     net = RefinerNet(base=base, depth=depth)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -188,19 +211,26 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
     net.eval()
     val = []
     for s in val_seeds:
-        d_ref, d_hull = case_dice(net, make_case(s, segmenter=segmenter_fraction > 0.5))
-        val.append({"seed": s, "dice_refined": round(d_ref, 4), "dice_hull": round(d_hull, 4)})
-        log(f"validation seed {s}: refined Dice {d_ref:.3f} vs hull {d_hull:.3f}")
+        for background in [None, *backgrounds[:1]]:
+            name = background[2] if background else "ellipse"
+            d_ref, d_hull = case_dice(net, make_case(s, segmenter=segmenter_fraction > 0.5 or background is not None,
+                                                     background=background))
+            val.append({"seed": s, "background": name, "dice_refined": round(d_ref, 4), "dice_hull": round(d_hull, 4)})
+            log(f"validation seed {s} ({name}): refined Dice {d_ref:.3f} vs hull {d_hull:.3f}")
     wall = time.time() - t0
     meta = {"cases": cases, "steps": steps, "steps_done": done, "time_budget_s": time_budget_s, "seed": seed,
             "patch": patch, "batch": batch, "lr": lr,
             "case_seeds": [1000 + seed * 1000 + i for i in range(cases)], "segmenter_fraction": segmenter_fraction,
             "segmenter_case_seeds": [1000 + seed * 1000 + i for i in range(cases) if from_segmenter[i]],
+            "ct_backgrounds": {"cts": [b[2] for b in backgrounds], "fraction_of_segmenter_cases":
+                               ct_fraction if backgrounds else 0.0, "case_seeds": ct_cases},
             "center_sigma_mm": CENTER_SIGMA_MM,
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "validation": val,
             "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": threads}
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, out)
+    tmp = out.with_suffix(".tmp")          # a run killed while saving leaves the previous weights intact
+    torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, tmp)
+    tmp.replace(out)
     card = {"name": "coronary_refiner", "task": "two-view visual hull → occupancy + centerness (3D U-Net)",
             "architecture": {"type": "RefinerNet 3D U-Net", **net.config,
                              "parameters": sum(p.numel() for p in net.parameters())},
@@ -209,7 +239,8 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
             "outputs": ["occupancy (sigmoid)", "centerness exp(-d^2/2 sigma^2) to the centerline"],
             "training_data": "simulate_coronary left/right trees, default CoronaryConfig (512², 2 views 30–90° "
                              "apart), perturbed true masks or (segmenter_fraction of the cases) the shipped "
-                             "learned segmenter's masks, ROI grid 0.45–0.65 mm; no real data",
+                             "learned segmenter's masks (part of them simulated through the CTs in "
+                             "ct_backgrounds), ROI grid 0.45–0.65 mm; no real angiograms",
             "command": "python -m angiorecon.coronary.train_refiner " + " ".join(sys.argv[1:]) if
             sys.argv[0].endswith("train_refiner.py") else f"train(cases={cases}, steps={steps}, seed={seed})",
             "torch": torch.__version__, **meta}
@@ -218,7 +249,8 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m angiorecon.coronary.train_refiner",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=12)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
@@ -226,18 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
     ap.add_argument("--segmenter-fraction", type=float, default=0.0,
                     help="share of cases whose masks come from the shipped learned segmenter (0–1)")
+    ap.add_argument("--ct", action="append", default=[], metavar="CT",
+                    help="CT background (sample name or HU volume) for segmenter cases; repeatable; "
+                         "pulmonary_cta is held out and refused")
+    ap.add_argument("--ct-fraction", type=float, default=0.5, help="share of the segmenter cases through a --ct")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base", type=int, default=8, help="channels of the first U-Net level")
     ap.add_argument("--depth", type=int, default=2, help="U-Net levels below the first (patch must divide by 2**depth)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    if not 0.0 <= a.segmenter_fraction <= 1.0:
-        ap.error(f"--segmenter-fraction must be within 0–1, got {a.segmenter_fraction}")
+    for name, value in (("--segmenter-fraction", a.segmenter_fraction), ("--ct-fraction", a.ct_fraction)):
+        if not 0.0 <= value <= 1.0:
+            ap.error(f"{name} must be within 0–1, got {value}")
+    if a.ct and a.segmenter_fraction == 0:
+        ap.error("--ct needs --segmenter-fraction above 0: only the segmenter's masks depend on the background")
     if a.depth < 1 or a.patch % 2 ** a.depth:
         ap.error(f"--patch {a.patch} must be divisible by 2**depth = {2 ** max(a.depth, 0)} (depth >= 1)")
-    train(a.cases, a.steps, a.seed, a.out, patch=a.patch, time_budget_s=a.time_budget,
-          segmenter_fraction=a.segmenter_fraction, threads=a.threads, base=a.base, depth=a.depth,
-          log=lambda m: print(m, flush=True))
+    try:
+        train(a.cases, a.steps, a.seed, a.out, patch=a.patch, time_budget_s=a.time_budget,
+              segmenter_fraction=a.segmenter_fraction, cts=a.ct, ct_fraction=a.ct_fraction, threads=a.threads,
+              base=a.base, depth=a.depth, log=lambda m: print(m, flush=True))
+    except BadInput as exc:
+        ap.exit(2, f"{ap.prog}: error: {exc}\n")
     return 0
 
 

@@ -28,11 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BadInput
+from .backgrounds import Background, background_for_case, ct_backgrounds
 from .segment2d import normalise_image
-
-
-#: a CT background: (HU array ``[z, y, x]``, its grid, name for the model card)
-Background = tuple[np.ndarray, Any, str]
 
 
 def synthetic_views(n_cases: int, seed: int, backgrounds: Sequence[Background] = (), ct_fraction: float = 0.5
@@ -58,30 +55,13 @@ def synthetic_views(n_cases: int, seed: int, backgrounds: Sequence[Background] =
                              scatter_fraction=float(rng.uniform(0.0, 0.3)),
                              c_peak=float(rng.uniform(90.0, 200.0)),
                              stenoses=int(rng.integers(0, 3)))
-        hu, grid, label = None, None, "chest-ellipse"
-        if backgrounds and int((k + 1) * ct_fraction) > int(k * ct_fraction):
-            hu, grid, label = backgrounds[int((k + 1) * ct_fraction) % len(backgrounds)]
-            flips = tuple(a for a in (0, 2) if rng.random() < 0.5)
-            hu = np.flip(hu, flips) if flips else hu
+        hu, grid, label = background_for_case(k, backgrounds, ct_fraction, rng) or (None, None, "chest-ellipse")
         case = simulate_coronary(hu, grid, config=cfg, seed=seed * 1000 + k)
         for v in range(case.counts.shape[0]):
             images.append(case.images[v])
             masks.append(case.masks_2d[v].astype(np.float32))
             labels.append(label)
     return images, masks, labels
-
-
-def ct_backgrounds(specs: Sequence[str]) -> list[Background]:
-    """CT backgrounds named like ``load_ct`` (a sample name or a NIfTI/NRRD/MHA path in HU)."""
-    from ..ddsa.sources import load_ct
-
-    out = []
-    for spec in specs:
-        if spec == "pulmonary_cta":
-            raise BadInput("pulmonary_cta is the held-out CT of the coronary benchmarks; train on other CTs")
-        hu, grid, _ = load_ct(spec)
-        out.append((hu, grid, Path(spec).name if Path(spec).is_file() else spec))
-    return out
 
 
 def real_views(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
