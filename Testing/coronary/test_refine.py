@@ -75,16 +75,18 @@ def test_perturbed_masks_stay_close_to_the_input():
     assert dice(p >= 0.5, m) > 0.6
 
 
-def test_training_writes_weights_and_a_card_with_segmenter_cases(tmp_path):
+def test_training_writes_weights_and_a_card_with_segmenter_cases(tmp_path, monkeypatch):
     from angiorecon.coronary.train_refiner import train
 
     out = tmp_path / "r.pt"
+    monkeypatch.setattr("sys.argv", ["/somewhere/train_refiner.py", "--out", str(out)])
     meta = train(2, 2, 3, out, patch=16, val_seeds=(), segmenter_fraction=0.5, threads=2, log=lambda m: None)
     assert meta["steps_done"] == 2 and meta["case_seeds"] == [4000, 4001] and meta["segmenter_case_seeds"] == [4001]
     net, saved = refine.load_refiner(out)
     assert saved["segmenter_fraction"] == 0.5 and isinstance(net, refine.RefinerNet)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["segmenter_fraction"] == 0.5 and "learned segmenter" in card["training_data"]
+    assert card["command"].endswith("r.pt") and " /" not in card["command"]   # no absolute path of this machine
 
 
 def test_training_puts_a_share_of_the_segmenter_cases_through_a_ct(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ from ..metrics.evaluate import resample_to_grid
 from .backgrounds import Background, background_for_case, ct_backgrounds
 from .hull import roi_grid, visual_hull
 from .refine import RefinerNet, candidate_mask, hull_features
+from .train_segmenter import portable
 
 CENTER_SIGMA_MM = 0.5
 
@@ -241,7 +242,7 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
                              "apart), perturbed true masks or (segmenter_fraction of the cases) the shipped "
                              "learned segmenter's masks (part of them simulated through the CTs in "
                              "ct_backgrounds), ROI grid 0.45–0.65 mm; no real angiograms",
-            "command": "python -m angiorecon.coronary.train_refiner " + " ".join(sys.argv[1:]) if
+            "command": "python -m angiorecon.coronary.train_refiner " + " ".join(map(portable, sys.argv[1:])) if
             sys.argv[0].endswith("train_refiner.py") else f"train(cases={cases}, steps={steps}, seed={seed})",
             "torch": torch.__version__, **meta}
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
