@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from angiorecon.coronary.hull import visual_hull
 from angiorecon.coronary.train_refiner import perturb_masks, refiner_loss
 from angiorecon.metrics.volume import dice
 from angiorecon.simulation.products import CoronaryConfig
+
+#: the held-out CT as a plain file path, as a user could pass it
+PULMONARY_CT_FILE = Path(refine.__file__).parents[1] / "data" / "pulmonary_cta" / "ct.nii.gz"
 
 
 def test_refine_hull_beats_the_hull_on_a_held_out_case():
@@ -123,6 +127,7 @@ def test_case_backgrounds_interleave_and_mirror_without_touching_the_rng_otherwi
 
 @pytest.mark.parametrize("args, message, one_line", [     # usage errors print the usage first
     (["--ct", "pulmonary_cta", "--segmenter-fraction", "0.5"], "held-out CT", True),
+    (["--ct", str(PULMONARY_CT_FILE), "--segmenter-fraction", "0.5"], "ct.nii.gz (pulmonary_cta) is the held-out CT", True),
     (["--ct", "nosuch", "--segmenter-fraction", "0.5"], "unknown sample 'nosuch'", True),
     (["--ct", "aorta_cta"], "--ct needs --segmenter-fraction above 0", False),
     (["--ct", "aorta_cta", "--segmenter-fraction", "0.5", "--ct-fraction", "2"], "--ct-fraction must be within", False),

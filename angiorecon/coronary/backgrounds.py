@@ -23,14 +23,20 @@ Background = tuple[np.ndarray, Any, str]
 
 
 def ct_backgrounds(specs: Sequence[str]) -> list[Background]:
-    """CT backgrounds named like ``load_ct`` (a sample name or a NIfTI/NRRD/MHA path in HU)."""
+    """CT backgrounds named like ``load_ct`` (a sample name or a NIfTI/NRRD/MHA path in HU).
+
+    The held-out CT is refused by its voxels, not only by its name: a copy of it given as a file path
+    (the shared data folder has one) is caught as well.
+    """
     from ..ddsa.sources import load_ct
 
+    held_out = load_ct(HELD_OUT_CT)[0] if specs else None
     out = []
     for spec in specs:
-        if spec == HELD_OUT_CT:
-            raise BadInput(f"{HELD_OUT_CT} is the held-out CT of the coronary benchmarks; train on other CTs")
         hu, grid, _ = load_ct(spec)
+        if hu.shape == held_out.shape and np.array_equal(hu, held_out):
+            name = spec if spec == HELD_OUT_CT else f"{spec} ({HELD_OUT_CT})"
+            raise BadInput(f"{name} is the held-out CT of the coronary benchmarks; train on other CTs")
         out.append((hu, grid, Path(spec).name if Path(spec).is_file() else spec))
     return out
 
