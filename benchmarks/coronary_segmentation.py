@@ -43,6 +43,7 @@ def main() -> None:
     import torch
     from skimage import io
 
+    from angiorecon.coronary.backgrounds import HELD_OUT_CT
     from angiorecon.coronary.segment2d import FrangiParams, frangi_segment, learned_segmenter
     from angiorecon.coronary.views import png_to_log
     from angiorecon.ddsa.sources import load_ct
@@ -60,7 +61,7 @@ def main() -> None:
     backgrounds: dict[str, tuple[Any, Any]] = {}
     if args.sim_cases:                   # the ellipse, then each CT (read before the slow simulation)
         backgrounds["simulated 512²"] = (None, None)
-        for spec in args.ct or ["pulmonary_cta"]:
+        for spec in args.ct or [HELD_OUT_CT]:
             try:
                 backgrounds[f"sim 512² {Path(spec).name}"] = load_ct(spec)[:2]
             except BadInput as exc:

@@ -157,7 +157,8 @@ def test_train_writes_loadable_checkpoint_and_card(tmp_path, monkeypatch):
 
 def test_synthetic_views_through_ct_backgrounds():
     """Every other case is simulated through the CT, and the CT's bulk shows in the log image."""
-    from angiorecon.coronary.train_segmenter import ct_backgrounds, synthetic_views
+    from angiorecon.coronary.backgrounds import ct_backgrounds
+    from angiorecon.coronary.train_segmenter import synthetic_views
     from angiorecon.geometry import VolumeGrid
 
     hu = np.full((60, 80, 80), 300.0, np.float32)          # a dense slab: bone-like everywhere

@@ -82,8 +82,7 @@ def match_segment(seg: np.ndarray, geometry: ConeBeamGeometry, other: np.ndarray
     # points of each seg ray into view b
     near = s0 + d0 * np.linalg.norm(s0) * 0.8
     far = s0 + d0 * np.linalg.norm(s0) * 1.2
-    pa = geometry.subset([b]).project_points(near)[0]
-    pb = geometry.subset([b]).project_points(far)[0]
+    pa, pb = geometry.subset([b]).project_points(np.concatenate([near, far]))[0].reshape(2, len(seg), 2)
     t = pb - pa
     t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)
     cands: list[np.ndarray] = []
