@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.epipolar import _triangulate, skeleton_segments
-from angiorecon.coronary.graph import (PointTree, ViewMaps, connect_tree, explanation_search,
-                                       split_at_junctions, tubes_to_occupancy)
+from angiorecon.coronary.graph import (PointTree, ViewMaps, connect_tree, explanation_search, piece_support,
+                                       select_branches, set_cover_start, split_at_junctions, tubes_to_occupancy)
 from angiorecon.coronary.hull import sample_views, visual_hull
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct
 from angiorecon.coronary.scoring import score_occupancy
@@ -185,6 +185,47 @@ def test_explanation_search_keeps_a_branch_hidden_in_one_view_and_the_tree_conne
     assert kept == [0, 1]                                   # new in one view only, still worth its cost
     kept, _ = explanation_search([0], [0, 1, 2], cover, [30, 30], cost, points, component_px=0.0)
     assert kept == [0, 1, 2]                                # only the component penalty keeps the speck out
+
+
+def test_explanation_search_leaves_a_minimum_that_one_piece_moves_cannot():
+    """Two ghosts shadow three true pieces: every add, remove or one-for-one swap from the ghosts
+    costs more, yet the true set explains the same pixels for less. The exact set-cover start finds it."""
+    px = np.arange(30)
+    cover = [[px[:15]], [px[15:]],                          # ghosts, 6 each
+             [px[:10]], [px[10:20]], [px[20:]]]             # true pieces, 3 each
+    points = [_line([0, 0, 0], [1, 0, 0])] * 5              # all touching: one component whatever is kept
+    cost = [6.0, 6.0, 3.0, 3.0, 3.0]
+    stuck, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points, exact_start=False)
+    assert stuck == [0, 1]
+    kept, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points)
+    assert kept == [2, 3, 4]
+    from scipy.sparse import csr_matrix
+    mat = csr_matrix(np.array([[p in c[0] for p in px] for c in cover], dtype=float))
+    best = set_cover_start([mat], np.asarray(cost), np.ones(5, dtype=bool))
+    np.testing.assert_array_equal(best, [False, False, True, True, True])
+    assert set_cover_start([mat], np.asarray(cost), np.zeros(5, dtype=bool)) is None
+
+
+def test_support_decides_between_pieces_that_explain_the_same_pixels(small_case):
+    """Two candidates on the same vessel explain the same pixels; the learned occupancy's support picks one."""
+    g = small_case.problem.geometry
+    line = np.stack([np.linspace(-15, 15, 61), np.linspace(-5, 5, 61), np.zeros(61)], 1)
+    uv = g.project_points(line)
+    masks = np.zeros((2,) + tuple(g.det_shape), dtype=np.float32)
+    for v in range(2):
+        for t in np.linspace(0, 1, 400):
+            c, r = uv[v, 0] * (1 - t) + uv[v, -1] * t
+            masks[v, int(round(r)) - 1:int(round(r)) + 2, int(round(c)) - 1:int(round(c)) + 2] = 1
+    views = ViewMaps.from_masks(masks)
+    kept, _ = select_branches([line, line.copy()], g, views, support=np.array([0.1, 0.9]))
+    assert kept == [1]
+    kept, _ = select_branches([line, line.copy()], g, views, support=np.array([0.9, 0.1]))
+    assert kept == [0]
+    grid = VolumeGrid.centered((20, 20, 20), 1.0)
+    prior = np.zeros(grid.shape, dtype=np.float32)
+    prior[:, :, :10] = 1.0                                  # x < 0 supported
+    assert piece_support(prior, grid, _line([-8, 0, 0], [-3, 0, 0])) == pytest.approx(1.0)
+    assert piece_support(prior, grid, _line([3, 0, 0], [8, 0, 0])) == pytest.approx(0.0)
 
 
 def test_scoring_inside_the_field_of_view_ignores_vessels_a_view_cannot_see(small_case):

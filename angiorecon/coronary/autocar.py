@@ -3,7 +3,8 @@
 Candidates for the graph stage come from independent sources so that no one's failure mode
 dominates: the skeletons of the raw and of the refined hull, and epipolar centerline matches in
 both directions between every pair of views. Ghost pruning (``graph.select_branches``) keeps the candidates that
-explain the masks of every view; the fit then makes one connected tree with radii.
+explain the masks of every view, at a lower cost where the refined occupancy supports them; the fit then makes one
+connected tree with radii.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", devic
                 c, r = epipolar_curves(problem, views, ref=a, other=b)
                 curves += c
                 radii += r
+    prior = hull if source == "learned refinement" else None            # the refiner's belief weighs the pieces
     fitted, ginfo = optimise_graph(problem, hull, extra_curves=curves, extra_radii=radii, views=views,
-                                   iterations=PRESETS[preset], device=device,
+                                   iterations=PRESETS[preset], device=device, prior=prior,
                                    progress=lambda f, m: report(0.35 + 0.55 * f, m))
     report(0.92, "tubes")
     occ = tubes_to_occupancy(fitted, grid)
