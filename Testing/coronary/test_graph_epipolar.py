@@ -132,18 +132,24 @@ def test_triangulation_of_intersecting_rays():
     assert gap[0] == pytest.approx(0)
 
 
+def _line_masks(geometry, line: np.ndarray) -> np.ndarray:
+    """Both views' masks of a straight 3D vessel: its projected segment drawn 3 px wide."""
+    uv = geometry.project_points(line)
+    masks = np.zeros((2,) + tuple(geometry.det_shape), dtype=np.float32)
+    for v in range(2):
+        for t in np.linspace(0, 1, 400):
+            c, r = uv[v, 0] * (1 - t) + uv[v, -1] * t
+            masks[v, int(round(r)) - 1:int(round(r)) + 2, int(round(c)) - 1:int(round(c)) + 2] = 1
+    return masks
+
+
 def test_candidates_are_cut_where_one_view_has_a_junction(small_case):
     """A 3D candidate is cut where its projection meets a 2D junction in *either* view (a match may
     switch vessel there), and only there."""
     g = small_case.problem.geometry
     line = np.stack([np.linspace(-15, 15, 121), np.linspace(-5, 5, 121), np.zeros(121)], 1)
-    uv = g.project_points(line)
-    masks = np.zeros((2,) + tuple(g.det_shape), dtype=np.float32)
-    for v in range(2):
-        for t in np.linspace(0, 1, 400):
-            c, r = uv[v, 0] * (1 - t) + uv[v, -1] * t
-            masks[v, int(round(r)) - 1:int(round(r)) + 2, int(round(c)) - 1:int(round(c)) + 2] = 1
-    c, r = np.rint(uv[1, 60]).astype(int)                   # a side branch at the middle, view 1 only
+    masks = _line_masks(g, line)
+    c, r = np.rint(g.project_points(line)[1, 60]).astype(int)                   # a side branch at the middle, view 1 only
     masks[1, r + 1:r + 25, c - 1:c + 2] = 1
     views = ViewMaps.from_masks(masks)
     pieces, radii = split_at_junctions([line], [np.ones(len(line))], g, views)
@@ -210,13 +216,7 @@ def test_support_decides_between_pieces_that_explain_the_same_pixels(small_case)
     """Two candidates on the same vessel explain the same pixels; the learned occupancy's support picks one."""
     g = small_case.problem.geometry
     line = np.stack([np.linspace(-15, 15, 61), np.linspace(-5, 5, 61), np.zeros(61)], 1)
-    uv = g.project_points(line)
-    masks = np.zeros((2,) + tuple(g.det_shape), dtype=np.float32)
-    for v in range(2):
-        for t in np.linspace(0, 1, 400):
-            c, r = uv[v, 0] * (1 - t) + uv[v, -1] * t
-            masks[v, int(round(r)) - 1:int(round(r)) + 2, int(round(c)) - 1:int(round(c)) + 2] = 1
-    views = ViewMaps.from_masks(masks)
+    views = ViewMaps.from_masks(_line_masks(g, line))
     kept, _ = select_branches([line, line.copy()], g, views, support=np.array([0.1, 0.9]))
     assert kept == [1]
     kept, _ = select_branches([line, line.copy()], g, views, support=np.array([0.9, 0.1]))

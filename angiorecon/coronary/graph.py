@@ -12,7 +12,7 @@ AutoCAR-style second stage (``coronary_two_view.md`` §4.3, own implementation f
    piece, higher where the learned refinement does not support it + a penalty per extra tree
    component + the residual between the images' vessel line integrals and the kept pieces' lumen
    chords) swaps ghosts the greedy took first for the true branches they shadowed; it also starts
-   from the exact optimum of the pixel and cost terms (a small integer programme) and keeps the
+   from the optimum of the pixel and cost terms alone (a small integer programme) and keeps the
    lower minimum;
 3. join the kept branches into one tree (shared junctions, then shortest bridges between pieces,
    then a spanning tree — connectivity holds by construction, whatever the optimiser does);
@@ -344,8 +344,8 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
     two apart where the masks cannot: the ghost doubles the chord on the vessel it lies on, the
     hidden branch explains a doubled chord (its scale is fitted once, on ``start``).
 
-    With ``exact_start`` the search also descends from :func:`set_cover_start` (the exact optimum of
-    the energy's pixel and cost terms, ``time_limit_s``) and keeps the lower of the two minima:
+    With ``exact_start`` the search also descends from :func:`set_cover_start` (the optimum of the
+    energy's pixel and cost terms alone, ``time_limit_s``) and keeps the lower of the two minima:
     one-piece moves cannot leave a minimum where two ghosts shadow three true pieces (right case 6
     lost its proximal RCA that way; the clean set had the lower energy). Returns the kept indices
     and the number of moves made.
