@@ -182,7 +182,8 @@ def split_at_junctions(curves: list[np.ndarray], radii: list[np.ndarray], geomet
 
 
 #: a piece's extra search cost where the learned occupancy does not support it (benchmarks/coronary_quality.py,
-#: tuning seeds 0–9 and 100–119, paired: with the exact start, Dice +0.020 ± 0.011, clDice +0.014 ± 0.007)
+#: tuning seeds 0–9 and 100–119, paired, with the set-cover start: Dice +0.020 ± 0.010, clDice +0.015 ± 0.006;
+#: alone +0.007 / +0.009)
 SUPPORT_COST = 1.0
 
 
