@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from angiorecon.coronary.graph import PointTree, ViewMaps, select_branches, tubes_to_occupancy
-from angiorecon.coronary.intensity import piece_chords, vessel_line_integral
+from angiorecon.coronary.intensity import IntensityTerm, piece_chords, vessel_line_integral
 from angiorecon.geometry import ConeBeamGeometry, VolumeGrid
 from angiorecon.operators import forward_project
 
@@ -80,3 +80,15 @@ def test_intensity_keeps_a_vessel_hidden_behind_another_and_drops_its_ghost():
     assert sorted(masks_only) in ([0, 1], [2, 3])                 # two pieces explain every mask pixel
     assert sorted(with_image) == [1, 2, 3], with_image
     assert all(k > 0 for k in info["intensity_scale"])
+
+
+def test_squared_residual_equals_the_state_residual():
+    """The energy's shortcut (no Gram matrices) gives the residual the search's state holds."""
+    from scipy.sparse import random as sparse_random
+
+    rng = np.random.default_rng(0)
+    term = IntensityTerm([sparse_random(8, 50, 0.2, format="csr", random_state=v) for v in range(2)],
+                         [rng.random(50) for _ in range(2)], [0.7, 1.3])
+    sel = rng.random(8) > 0.5
+    term.fit_scale(sel)
+    assert term.squared_residual(sel) == pytest.approx(sum(float(s.r @ s.r) for s in term.state(sel)))

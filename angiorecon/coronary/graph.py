@@ -388,7 +388,7 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
         e = sum(float(np.count_nonzero(np.asarray(mm.T @ sel.astype(np.float64)).ravel() == 0)) for mm in mats)
         e += float(cost_a[sel].sum()) + float(penalty(components(sel)[0] if sel.any() else 1))
         if intensity is not None:
-            e += weight * sum(float(s.r @ s.r) for s in intensity.state(sel))
+            e += weight * intensity.squared_residual(sel)
         return e
 
     def descend(sel: np.ndarray) -> tuple[np.ndarray, int]:

@@ -164,6 +164,14 @@ class IntensityTerm:
             pred = np.asarray(c.T @ selected.astype(np.float64)).ravel()
             self.scale.append(float(pred @ m / (pred @ pred)) if pred @ pred > 0 else 0.0)
 
+    def squared_residual(self, selected: np.ndarray) -> float:
+        """Σ_views ‖r‖² of ``selected`` (E_I / weight) without the Gram matrices :meth:`state` builds."""
+        total = 0.0
+        for c, m, n, k in zip(self.chords, self.measured, self.norm, self.scale):
+            r = m * n - (k * n) * np.asarray(c.T @ selected.astype(np.float64)).ravel()
+            total += float(r @ r)
+        return total
+
     def state(self, selected: np.ndarray) -> list[ViewResidual]:
         """Per view the normalised chords, the residual of ``selected`` and the Gram matrix."""
         out = []
