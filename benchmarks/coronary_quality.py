@@ -22,6 +22,11 @@ The methods get the simulated log-domain images with the masks, as in the ``coro
 the default method from the masks alone (row ``autocar-masks``), the same cases in the same run.
 Every peer scored on the same cases gets a paired-difference line (mean ± s.e. over the cases).
 
+``--peer LABEL:KEY=VALUE[,KEY=VALUE…]`` (repeatable) also scores the default method with the ghost
+pruning's options (``graph.select_branches``) changed, as row LABEL on the same cases in the same run:
+an ablation or a parameter change measured against the default with a paired difference, e.g.
+``--peer greedy-only:exact_start=false`` or ``--peer support2:support_cost=2``.
+
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
 its Dice without and with ``coronary.pose.refine_pose``, and the pose error (RMS px in view 2 of
@@ -31,11 +36,13 @@ the error left by the best correction of the unknowns the refinement has (fitted
 
     python benchmarks/coronary_quality.py --cases 4 --methods hull epipolar autocar
     python benchmarks/coronary_quality.py --cases 6 --methods autocar --pose-error 3,3
+    python benchmarks/coronary_quality.py --cases 10 --methods autocar --peer no-support:support_cost=0
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -49,6 +56,7 @@ from scipy.optimize import least_squares
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from angiorecon.coronary.epipolar import depth_ambiguous_length  # noqa: E402
+from angiorecon.coronary.graph import select_branches  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
 from angiorecon.coronary.pose import move_view, observable_axes, refine_pose  # noqa: E402
@@ -85,6 +93,37 @@ def segmented_masks(views, method: str) -> np.ndarray:
     from angiorecon.coronary.segment2d import segment_views
 
     return segment_views(views, method)
+
+
+#: ghost-pruning options a ``--peer`` may change: the scalar keyword options of ``select_branches``
+PEER_OPTIONS = {name: p.default for name, p in inspect.signature(select_branches).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and isinstance(p.default, (bool, int, float))}
+
+
+def peer_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``LABEL:KEY=VALUE[,KEY=VALUE…]`` → (label, options), each value of its default's type."""
+    label, sep, body = text.partition(":")
+    if not sep or not label or not body:
+        raise argparse.ArgumentTypeError(f"--peer expects LABEL:KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    options: dict[str, Any] = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in PEER_OPTIONS:
+            raise argparse.ArgumentTypeError(f"--peer {text!r}: {item!r} is not KEY=VALUE with KEY one of "
+                                             f"{', '.join(sorted(PEER_OPTIONS))}")
+        kind = type(PEER_OPTIONS[key])
+        try:
+            if kind is bool:
+                if value.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                options[key] = value.strip().lower() in ("true", "1")
+            else:
+                options[key] = int(value) if kind is int else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--peer {text!r}: {key} expects a {kind.__name__}, got {value!r}") \
+                from None
+    return label, options
 
 
 def pose_error(text: str) -> tuple[float, float]:
@@ -149,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(held out from the 2D segmenter's training) or aorta_cta (one of its training backgrounds)")
     ap.add_argument("--masks-only-peer", action="store_true",
                     help=f"also score {DEFAULT_METHOD} without the images (ghost pruning from the masks alone)")
+    ap.add_argument("--peer", type=peer_spec, action="append", default=[], metavar="LABEL:KEY=VALUE[,...]",
+                    help=f"also score {DEFAULT_METHOD} with these ghost-pruning options (graph.select_branches) as "
+                         "row LABEL; repeatable")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
@@ -163,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     masks_only = args.masks_only_peer and DEFAULT_METHOD in args.methods
     if masks_only:
         rows[MASKS_ONLY_PEER] = []
+    peers = dict(args.peer) if DEFAULT_METHOD in args.methods else {}
+    clash = set(peers) & (set(rows) | {TWO_VIEW_PEER, MASKS_ONLY_PEER})
+    if clash or len(peers) < len(args.peer):
+        ap.error(f"--peer labels must be unique and differ from the method rows, got {[lb for lb, _ in args.peer]}")
+    for label in peers:
+        rows[label] = []
     pose: list[dict[str, float]] = []
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
@@ -198,18 +246,20 @@ def main(argv: list[str] | None = None) -> int:
         edge_vs_seen.append((max(edge) >= EDGE_WARN_PX, seen_share == 1.0))
         # (row, method, views, their masks and images, lumen share they all see, separation of their closest pair)
         images = views.images
-        runs = [(name, name, views.geometry, masks, images, seen_share, closest) for name in args.methods]
+        runs = [(name, name, views.geometry, masks, images, seen_share, closest, {}) for name in args.methods]
+        runs += [(label, DEFAULT_METHOD, views.geometry, masks, images, seen_share, closest,
+                  {"selection": options}) for label, options in peers.items()]
         if paired:
             first_two = views.geometry.subset([0, 1])
             runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, first_two, masks[:2], images[:2],
-                         float(seen_by_every_view(first_two, lumen).mean()), float(pair_deg[0, 1])))
+                         float(seen_by_every_view(first_two, lumen).mean()), float(pair_deg[0, 1]), {}))
         if masks_only:
-            runs.append((MASKS_ONLY_PEER, DEFAULT_METHOD, views.geometry, masks, None, seen_share, closest))
-        for label, name, geometry, view_masks, view_images, seen, sep in runs:
+            runs.append((MASKS_ONLY_PEER, DEFAULT_METHOD, views.geometry, masks, None, seen_share, closest, {}))
+        for label, name, geometry, view_masks, view_images, seen, sep, options in runs:
             t0 = time.perf_counter()
             try:
                 grid = roi_grid(geometry, view_masks, spacing=args.voxel)
-                res = reconstruct(CoronaryProblem(geometry, view_masks, grid, view_images), name, seed=c)
+                res = reconstruct(CoronaryProblem(geometry, view_masks, grid, view_images), name, seed=c, **options)
             except Exception as exc:  # noqa: BLE001 - a failing method is a row, not a crash
                 print(f"{side[0]}{c:>2} {sep:4.0f}° {label:>9} FAILED {type(exc).__name__}: {str(exc)[:80]}")
                 continue
@@ -221,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             if res.tree is not None and res.tree.total_length > 0:
                 s["ambiguous"] = depth_ambiguous_length(res.tree, geometry, AMBIGUOUS_DEG) / res.tree.total_length
                 amb = f"  ambiguous {s['ambiguous']:.0%}"
+            won = res.info.get("selection", {}).get("search_start")
+            amb += f"  start {won}" if won else ""
             rows[label].append(s)
             print(f"{side[0]}{c:>2} {sep:4.0f}° {label:>9} {s['dice']:6.3f} {s['cldice']:6.3f} {s['chamfer_mm']:6.2f} "
                   f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen:.1%}  "

@@ -34,8 +34,12 @@ def _refined(problem: CoronaryProblem, hull: np.ndarray, device: str) -> tuple[n
 
 
 def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
-                        progress: Progress | None = None, refine: bool = True) -> CoronaryResult:
-    """Hull (+ refinement) and epipolar candidates → pruned, connected, fitted centerline tree → tubes."""
+                        progress: Progress | None = None, refine: bool = True,
+                        selection: dict[str, Any] | None = None) -> CoronaryResult:
+    """Hull (+ refinement) and epipolar candidates → pruned, connected, fitted centerline tree → tubes.
+
+    ``selection`` overrides the ghost pruning's options (``graph.select_branches``), for ablations.
+    """
     report = progress or (lambda f, m: None)
     if preset not in PRESETS:
         from ..errors import BadInput
@@ -67,7 +71,7 @@ def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", devic
                 radii += r
     prior = hull if source == "learned refinement" else None            # the refiner's belief weighs the pieces
     fitted, ginfo = optimise_graph(problem, hull, extra_curves=curves, extra_radii=radii, views=views,
-                                   iterations=PRESETS[preset], device=device, prior=prior,
+                                   iterations=PRESETS[preset], device=device, prior=prior, selection=selection,
                                    progress=lambda f, m: report(0.35 + 0.55 * f, m))
     report(0.92, "tubes")
     occ = tubes_to_occupancy(fitted, grid)

@@ -195,8 +195,8 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
                     fill_agree: float = 0.9, search: bool = True, px_cost: float = 0.3,
                     disagree_cost: float = 1.0, component_px: float = 25.0, touch_mm: float = 2.0,
                     line_integral: np.ndarray | None = None, intensity_weight: float = DEFAULT_WEIGHT,
-                    support: np.ndarray | None = None, support_cost: float = SUPPORT_COST
-                    ) -> tuple[list[int], dict[str, Any]]:
+                    support: np.ndarray | None = None, support_cost: float = SUPPORT_COST,
+                    exact_start: bool = True) -> tuple[list[int], dict[str, Any]]:
     """Indices of the branches kept by ghost pruning (set cover of the mask skeletons, all views).
 
     A branch must project inside the vessel masks (``min_inside`` of its points within 1 px, every
@@ -228,6 +228,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     it) raises a piece's cost in the search by the factor 1 + ``support_cost`` · (1 − support):
     where several piece sets explain the masks equally well, the one the refinement believes wins
     (its occupancy along true pieces has median ~0.8, along two-view ghosts ~0.2).
+    ``exact_start`` is :func:`explanation_search`'s (the selection info records which start won).
     """
     trees = [cKDTree(s) if len(s) else None for s in views.skeletons]
     cover: list[list[np.ndarray]] = []
@@ -314,10 +315,13 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
         if line_integral is not None and intensity_weight > 0:
             intensity = IntensityTerm.build(pts_all, np.asarray(width_radius), geometry, line_integral, views.masks,
                                             views.half_width, views.skeletons, weight=intensity_weight)
+        outcome: dict[str, Any] = {}
         chosen, moves = explanation_search(chosen, [i for i, good in enumerate(ok) if good], cover,
                                            [len(s) for s in views.skeletons], cost, pts_all,
-                                           component_px=component_px, touch_mm=touch_mm, intensity=intensity)
+                                           component_px=component_px, touch_mm=touch_mm, intensity=intensity,
+                                           exact_start=exact_start, outcome=outcome)
         info["search_moves"] = moves
+        info.update(outcome)
         if intensity is not None:
             info["intensity_scale"] = intensity.scale
         covered = [np.zeros(len(s), dtype=bool) for s in views.skeletons]
@@ -332,7 +336,8 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
 def explanation_search(start: list[int], eligible: list[int], cover: list[list[np.ndarray]], n_pixels: list[int],
                        cost: list[float], points: list[np.ndarray], *, component_px: float = 25.0,
                        touch_mm: float = 2.0, max_moves: int = 200, intensity: IntensityTerm | None = None,
-                       exact_start: bool = True, time_limit_s: float = 10.0) -> tuple[list[int], int]:
+                       exact_start: bool = True, time_limit_s: float = 10.0,
+                       outcome: dict[str, Any] | None = None) -> tuple[list[int], int]:
     """Best-improvement local search (add, remove, swap one piece) from ``start`` on the energy
 
     E(S) = Σ_views #skeleton pixels no piece of S covers + Σ_{i∈S} cost_i
@@ -349,7 +354,8 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
     energy's pixel and cost terms alone, ``time_limit_s``) and keeps the lower of the two minima:
     one-piece moves cannot leave a minimum where two ghosts shadow three true pieces (right case 6
     lost its proximal RCA that way; the clean set had the lower energy). Returns the kept indices
-    and the number of moves made.
+    and the number of moves made; ``outcome``, when given, receives the winning start
+    (``search_start``: "greedy" or "set cover") and the final energy (``search_energy``).
     """
     n = len(cover)
     mats = []
@@ -449,13 +455,17 @@ def explanation_search(start: list[int], eligible: list[int], cover: list[list[n
         return sel, moves
 
     sel, moves = descend(sel0)
+    won, e_sel = "greedy", energy(sel)
     if exact_start:
         alt = set_cover_start(mats, cost_a, can, time_limit_s)
         if alt is not None:
             alt, alt_moves = descend(alt)
             moves += alt_moves
-            if energy(alt) < energy(sel):
-                sel = alt
+            e_alt = energy(alt)
+            if e_alt < e_sel:
+                sel, won, e_sel = alt, "set cover", e_alt
+    if outcome is not None:
+        outcome.update(search_start=won, search_energy=round(e_sel, 3))
     return [int(i) for i in np.flatnonzero(sel)], moves
 
 
@@ -732,6 +742,7 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
                    extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
                    views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
                    intensity_weight: float = DEFAULT_WEIGHT, prior: np.ndarray | None = None,
+                   selection: dict[str, Any] | None = None,
                    progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
     """Candidate occupancy on ``problem.grid`` (+ optional candidate polylines) → one fitted tree.
 
@@ -740,7 +751,8 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     ``problem.images`` (log domain) the pruning also weighs the views' line integrals
     (``intensity_weight``; 0 = masks only). ``prior``, a learned occupancy on the grid (the hull
     refinement's), makes a piece dearer the less of it lies in that occupancy (``select_branches``'s
-    ``support``).
+    ``support``). ``selection`` overrides ``select_branches``'s keyword options (ablations, e.g.
+    ``{"exact_start": False}``).
     """
     report = progress or _noop
     grid = problem.grid
@@ -764,8 +776,9 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     if prior is not None:
         prior = np.asarray(prior, dtype=np.float32)
         support = np.array([piece_support(prior, grid, c) for c in curves])
-    keep, sel_info = select_branches(curves, problem.geometry, views, line_integral=line_integral,
-                                     intensity_weight=intensity_weight, support=support)
+    options: dict[str, Any] = {"line_integral": line_integral, "intensity_weight": intensity_weight,
+                               "support": support, **(selection or {})}
+    keep, sel_info = select_branches(curves, problem.geometry, views, **options)
     report(0.3, f"connect {len(keep)} branches")
     tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
     fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,
