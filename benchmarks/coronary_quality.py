@@ -121,8 +121,8 @@ def peer_spec(text: str) -> tuple[str, dict[str, Any]]:
             else:
                 options[key] = int(value) if kind is int else float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--peer {text!r}: {key} expects a {kind.__name__}, got {value!r}") \
-                from None
+            expected = {bool: "true or false", int: "an integer"}.get(kind, "a number")
+            raise argparse.ArgumentTypeError(f"--peer {text!r}: {key} expects {expected}, got {value!r}") from None
     return label, options
 
 

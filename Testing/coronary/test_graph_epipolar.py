@@ -201,10 +201,12 @@ def test_explanation_search_leaves_a_minimum_that_one_piece_moves_cannot():
              [px[:10]], [px[10:20]], [px[20:]]]             # true pieces, 3 each
     points = [_line([0, 0, 0], [1, 0, 0])] * 5              # all touching: one component whatever is kept
     cost = [6.0, 6.0, 3.0, 3.0, 3.0]
-    stuck, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points, exact_start=False)
-    assert stuck == [0, 1]
-    kept, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points)
-    assert kept == [2, 3, 4]
+    outcome: dict = {}
+    stuck, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points, exact_start=False,
+                                  outcome=outcome)
+    assert stuck == [0, 1] and outcome == {"search_start": "greedy", "search_energy": 12.0}
+    kept, _ = explanation_search([0, 1], list(range(5)), cover, [30], cost, points, outcome=outcome)
+    assert kept == [2, 3, 4] and outcome == {"search_start": "set cover", "search_energy": 9.0}
     from scipy.sparse import csr_matrix
     mat = csr_matrix(np.array([[p in c[0] for p in px] for c in cover], dtype=float))
     best = set_cover_start([mat], np.asarray(cost), np.ones(5, dtype=bool))

@@ -86,7 +86,8 @@ def test_bad_inputs(case):
         refine_pose(g, np.zeros_like(case.problem.masks), case.problem.grid.center)
 
 
-def test_benchmark_pose_error_option(case):
+def _benchmark():
+    """benchmarks/coronary_quality.py as a module (it is a script, not part of the package)."""
     import importlib.util
     from pathlib import Path
 
@@ -94,6 +95,11 @@ def test_benchmark_pose_error_option(case):
     spec = importlib.util.spec_from_file_location("coronary_quality", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_pose_error_option(case):
+    bench = _benchmark()
     assert bench.pose_error("3,2.5") == (3.0, 2.5)
     with pytest.raises(Exception, match="DEG,MM"):
         bench.pose_error("3")
@@ -103,3 +109,20 @@ def test_benchmark_pose_error_option(case):
     # the source moves by the 3° arc about the region's centre, give or take the 2 mm shift
     arc = np.linalg.norm(g.source[1] - centre) * np.deg2rad(3.0)
     assert abs(np.linalg.norm(m.source[1] - g.source[1]) - arc) <= 2.0 + 1e-6
+
+
+def test_benchmark_peer_option():
+    """``--peer`` parses LABEL:KEY=VALUE into select_branches options of their defaults' types, and
+    names the accepted keys when one is wrong."""
+    import argparse
+
+    bench = _benchmark()
+    assert bench.peer_spec("ab:exact_start=false,support_cost=2,min_new_px=5") == (
+        "ab", {"exact_start": False, "support_cost": 2.0, "min_new_px": 5})
+    with pytest.raises(argparse.ArgumentTypeError, match="support_cost"):
+        bench.peer_spec("ab:suport_cost=2")
+    with pytest.raises(argparse.ArgumentTypeError, match="min_new_px expects an integer"):
+        bench.peer_spec("ab:min_new_px=4.5")
+    with pytest.raises(argparse.ArgumentTypeError, match="LABEL:KEY=VALUE"):
+        bench.peer_spec("support_cost=2")
+    assert "line_integral" not in bench.PEER_OPTIONS and "support" not in bench.PEER_OPTIONS
