@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     masks_only = args.masks_only_peer and DEFAULT_METHOD in args.methods
     if masks_only:
         rows[MASKS_ONLY_PEER] = []
-    peers = dict(args.peer) if DEFAULT_METHOD in args.methods else {}
+    if args.peer and DEFAULT_METHOD not in args.methods:
+        ap.error(f"--peer changes {DEFAULT_METHOD}'s ghost pruning: add {DEFAULT_METHOD} to --methods")
+    peers = dict(args.peer)
     clash = set(peers) & (set(rows) | {TWO_VIEW_PEER, MASKS_ONLY_PEER})
     if clash or len(peers) < len(args.peer):
         ap.error(f"--peer labels must be unique and differ from the method rows, got {[lb for lb, _ in args.peer]}")
@@ -267,16 +269,16 @@ def main(argv: list[str] | None = None) -> int:
             s = score_occupancy(res.occupancy, res.grid, truth, views.vessels.grid)
             s["seconds"] = secs
             s["case"] = c
-            amb = ""
+            notes = ""
             if res.tree is not None and res.tree.total_length > 0:
                 s["ambiguous"] = depth_ambiguous_length(res.tree, geometry, AMBIGUOUS_DEG) / res.tree.total_length
-                amb = f"  ambiguous {s['ambiguous']:.0%}"
+                notes = f"  ambiguous {s['ambiguous']:.0%}"
             won = res.info.get("selection", {}).get("search_start")
-            amb += f"  start {won}" if won else ""
+            notes += f"  start {won}" if won else ""
             rows[label].append(s)
             print(f"{side[0]}{c:>2} {sep:4.0f}° {label:>9} {s['dice']:6.3f} {s['cldice']:6.3f} {s['chamfer_mm']:6.2f} "
                   f"{s['hd95_mm']:6.2f} {s['components']:4d} {secs:6.1f}   seen {seen:.1%}  "
-                  f"edge {'/'.join(map(str, edge[:len(view_masks)]))}{amb}", flush=True)
+                  f"edge {'/'.join(map(str, edge[:len(view_masks)]))}{notes}", flush=True)
             if label == DEFAULT_METHOD:
                 s_in = s if seen_share == 1.0 else score_occupancy(res.occupancy, res.grid, truth,
                                                                     views.vessels.grid, seen_by=views.geometry)
