@@ -93,6 +93,40 @@ def test_training_writes_weights_and_a_card_with_segmenter_cases(tmp_path, monke
     assert card["command"].endswith("r.pt") and " /" not in card["command"]   # no absolute path of this machine
 
 
+def test_training_continues_from_a_checkpoint_and_nests_its_card(tmp_path):
+    """``init`` fine-tunes: the parent's architecture and weights are the start, its card is kept."""
+    from angiorecon.coronary.train_refiner import train
+
+    parent = tmp_path / "parent.pt"
+    train(1, 1, 3, parent, patch=16, val_seeds=(), base=4, depth=1, log=lambda m: None)
+    parent_net, _ = refine.load_refiner(parent)
+    child = tmp_path / "child.pt"
+    meta = train(1, 0, 4, child, patch=16, val_seeds=(), init=parent, log=lambda m: None)   # 0 steps: a copy
+    net, saved = refine.load_refiner(child)
+    assert net.config == parent_net.config and (net.config["base"], net.config["depth"]) == (4, 1)
+    for a, b in zip(net.state_dict().values(), parent_net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert meta["init_from"]["model_card"]["case_seeds"] == [4000]
+    assert meta["total_wall_time_s_including_init"] >= meta["init_from"]["model_card"]["wall_time_s"]
+    assert json.loads(child.with_suffix(".json").read_text())["init_from"]["path"].endswith("parent.pt")
+
+
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"not a checkpoint", "is not a coronary "
+                                                                                          "refiner checkpoint")])
+def test_training_cli_names_a_bad_init_checkpoint_before_any_work(tmp_path, content, message, capsys, monkeypatch):
+    import angiorecon.coronary.train_refiner as tr
+
+    init = tmp_path / "init.pt"
+    if content is not None:
+        init.write_bytes(content)
+    monkeypatch.setattr(tr, "make_case", lambda *a, **k: pytest.fail("simulated before checking --init"))
+    with pytest.raises(SystemExit) as e:
+        tr.main(["--init", str(init), "--out", str(tmp_path / "r.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and message in err[-1] and "train_refiner: error" in err[-1]
+    assert not (tmp_path / "r.pt").exists()
+
+
 def test_training_puts_a_share_of_the_segmenter_cases_through_a_ct(tmp_path, monkeypatch):
     """With a CT, every other segmenter case is simulated through it; the card names those cases."""
     import angiorecon.coronary.train_refiner as tr

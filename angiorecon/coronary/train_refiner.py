@@ -2,7 +2,7 @@
 
     python -m angiorecon.coronary.train_refiner --cases 36 --steps 6000 --seed 1 \
         --segmenter-fraction 0.5 [--ct CT … --ct-fraction F] --threads 2 \
-        --out angiorecon/weights/coronary_refiner.pt
+        [--init CHECKPOINT --lr 1e-3] --out angiorecon/weights/coronary_refiner.pt
 
 Each case: a left or right tree from ``simulate_coronary`` (two clinical views, 512² detector), its
 2D masks either perturbed like a segmenter would (1-px dilation/erosion, sub-pixel-to-1-px shifts
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -161,16 +162,31 @@ def case_dice(net: RefinerNet, case: Case) -> tuple[float, float]:
 def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batch: int = 2, lr: float = 2e-3,
           time_budget_s: float | None = None, val_seeds: tuple[int, ...] = (11,), segmenter_fraction: float = 0.0,
           cts: Sequence[str] = (), ct_fraction: float = 0.5, threads: int = 1, base: int = 8, depth: int = 2,
-          log=print) -> dict:
+          init: Path | None = None, log=print) -> dict:
     """Generate ``cases`` simulated cases, train ``steps`` steps (or until ``time_budget_s`` of wall time
     since the start, data generation included), save weights + model card.
 
     Every ``1/segmenter_fraction``-th case takes its masks from the learned segmenter (validation too,
     when the fraction is above one half); the rest perturb the true masks. ``cts``: CT backgrounds for
     a share ``ct_fraction`` of the segmenter cases (perturbed true masks do not depend on the
-    background); with them, each validation seed is also scored through the first CT.
+    background); with them, each validation seed is also scored through the first CT. ``init``:
+    continue from that checkpoint (fine-tuning; its architecture replaces ``base``/``depth`` and its
+    model card is nested in the new one).
     """
     backgrounds = ct_backgrounds(cts)
+    parent: dict | None = None
+    if init is not None:
+        if not Path(init).is_file():
+            raise BadInput(f"--init checkpoint {init} does not exist")
+        try:
+            blob = torch.load(init, map_location="cpu", weights_only=False)
+            config, state = dict(blob["config"]), blob["state_dict"]
+        except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise BadInput(f"--init {init} is not a coronary refiner checkpoint (config + state_dict): {exc}") from None
+        if patch % 2 ** int(config.get("depth", 2)):
+            raise BadInput(f"--patch {patch} must be divisible by 2**depth = {2 ** int(config.get('depth', 2))} "
+                           f"of the --init checkpoint")
+        parent = dict(blob.get("meta", {}))
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -190,7 +206,9 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
         log(f"case {i + 1}/{cases} {data[-1].occupancy.shape} {background[2] if background else 'ellipse'} "
             f"({time.time() - t0:.0f} s)")
     t_data = time.time() - t0
-    net = RefinerNet(base=base, depth=depth)
+    net = RefinerNet(base=base, depth=depth) if parent is None else RefinerNet(**config)
+    if parent is not None:
+        net.load_state_dict(state)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, max(1, steps // 2), gamma=0.3)
     losses = []
@@ -227,7 +245,10 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
                                ct_fraction if backgrounds else 0.0, "case_seeds": ct_cases},
             "center_sigma_mm": CENTER_SIGMA_MM,
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "validation": val,
-            "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": threads}
+            "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": threads,
+            "init_from": None if init is None else {"path": portable(init), "model_card": parent},
+            "total_wall_time_s_including_init": round(wall + float((parent or {}).get(
+                "total_wall_time_s_including_init", (parent or {}).get("wall_time_s", 0.0))), 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")          # a run killed while saving leaves the previous weights intact
     torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, tmp)
@@ -264,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                          "pulmonary_cta is held out and refused")
     ap.add_argument("--ct-fraction", type=float, default=0.5, help="share of the segmenter cases through a --ct")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (lower it to fine-tune with --init)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from this refiner checkpoint (fine-tuning; its --base/--depth are kept)")
     ap.add_argument("--base", type=int, default=8, help="channels of the first U-Net level")
     ap.add_argument("--depth", type=int, default=2, help="U-Net levels below the first (patch must divide by 2**depth)")
     ap.add_argument("--out", type=Path, required=True)
@@ -276,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.depth < 1 or a.patch % 2 ** a.depth:
         ap.error(f"--patch {a.patch} must be divisible by 2**depth = {2 ** max(a.depth, 0)} (depth >= 1)")
     try:
-        train(a.cases, a.steps, a.seed, a.out, patch=a.patch, time_budget_s=a.time_budget,
+        train(a.cases, a.steps, a.seed, a.out, patch=a.patch, lr=a.lr, time_budget_s=a.time_budget,
               segmenter_fraction=a.segmenter_fraction, cts=a.ct, ct_fraction=a.ct_fraction, threads=a.threads,
-              base=a.base, depth=a.depth, log=lambda m: print(m, flush=True))
+              base=a.base, depth=a.depth, init=a.init, log=lambda m: print(m, flush=True))
     except BadInput as exc:
         ap.exit(2, f"{ap.prog}: error: {exc}\n")
     return 0
