@@ -27,6 +27,9 @@ pruning's options (``graph.select_branches``) changed, as row LABEL on the same 
 an ablation or a parameter change measured against the default with a paired difference, e.g.
 ``--peer greedy-only:exact_start=false`` or ``--peer support2:support_cost=2``.
 
+``--refiner-peer WEIGHTS`` also scores the default method with another hull refiner checkpoint
+(e.g. one just trained by ``coronary.train_refiner``) as row ``autocar-refiner``, paired the same way.
+
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
 its Dice without and with ``coronary.pose.refine_pose``, and the pose error (RMS px in view 2 of
@@ -69,6 +72,7 @@ from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # 
 #: with ``--views 3`` or more: the default method on the same case from its first two views only
 TWO_VIEW_PEER = f"{DEFAULT_METHOD}@2v"
 MASKS_ONLY_PEER = f"{DEFAULT_METHOD}-masks"
+REFINER_PEER = f"{DEFAULT_METHOD}-refiner"
 TARGETS = {"dice": 0.75, "cldice": 0.85, "chamfer_mm": 2.0, "components": 1, "seconds": 120.0}
 
 
@@ -191,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", type=peer_spec, action="append", default=[], metavar="LABEL:KEY=VALUE[,...]",
                     help=f"also score {DEFAULT_METHOD} with these ghost-pruning options (graph.select_branches) as "
                          "row LABEL; repeatable")
+    ap.add_argument("--refiner-peer", type=Path, metavar="WEIGHTS",
+                    help=f"also score {DEFAULT_METHOD} with this hull refiner checkpoint as row {REFINER_PEER}")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
@@ -205,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     masks_only = args.masks_only_peer and DEFAULT_METHOD in args.methods
     if masks_only:
         rows[MASKS_ONLY_PEER] = []
-    if args.peer and DEFAULT_METHOD not in args.methods:
-        ap.error(f"--peer changes {DEFAULT_METHOD}'s ghost pruning: add {DEFAULT_METHOD} to --methods")
-    peers = dict(args.peer)
-    clash = set(peers) & (set(rows) | {TWO_VIEW_PEER, MASKS_ONLY_PEER})
+    if (args.peer or args.refiner_peer) and DEFAULT_METHOD not in args.methods:
+        ap.error(f"--peer and --refiner-peer change {DEFAULT_METHOD}: add {DEFAULT_METHOD} to --methods")
+    peers = {label: {"selection": options} for label, options in args.peer}
+    clash = set(peers) & (set(rows) | {TWO_VIEW_PEER, MASKS_ONLY_PEER, REFINER_PEER})
     if clash or len(peers) < len(args.peer):
         ap.error(f"--peer labels must be unique and differ from the method rows, got {[lb for lb, _ in args.peer]}")
+    if args.refiner_peer:
+        if not args.refiner_peer.is_file():
+            ap.error(f"--refiner-peer {args.refiner_peer}: no such file")
+        peers[REFINER_PEER] = {"refiner_weights": args.refiner_peer}
     for label in peers:
         rows[label] = []
     pose: list[dict[str, float]] = []
@@ -249,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         # (row, method, views, their masks and images, lumen share they all see, separation of their closest pair)
         images = views.images
         runs = [(name, name, views.geometry, masks, images, seen_share, closest, {}) for name in args.methods]
-        runs += [(label, DEFAULT_METHOD, views.geometry, masks, images, seen_share, closest,
-                  {"selection": options}) for label, options in peers.items()]
+        runs += [(label, DEFAULT_METHOD, views.geometry, masks, images, seen_share, closest, options)
+                 for label, options in peers.items()]
         if paired:
             first_two = views.geometry.subset([0, 1])
             runs.append((TWO_VIEW_PEER, DEFAULT_METHOD, first_two, masks[:2], images[:2],

@@ -74,6 +74,15 @@ def test_autocar_is_one_connected_tree_with_good_overlap(small_case):
     roots = [b for b in r.tree.branches if b.parent is None]
     assert len(roots) == 1                                  # one tree, every other branch has a parent
     assert all(np.all(b.radii > 0) for b in r.tree.branches)
+    assert r.info["selection"]["search_start"] in ("greedy", "set cover")
+
+
+def test_autocar_passes_selection_options_and_refuses_missing_refiner_weights(small_case, tmp_path):
+    """The benchmark's peers: ghost-pruning options reach the search; named weights must exist."""
+    r = reconstruct(small_case.problem, "autocar", selection={"exact_start": False})
+    assert r.info["selection"]["search_start"] == "greedy"
+    with pytest.raises(BadInput, match="nothere.pt"):
+        reconstruct(small_case.problem, "autocar", refiner_weights=tmp_path / "nothere.pt")
 
 
 def test_autocar_takes_a_third_view_and_leaves_less_depth_open():

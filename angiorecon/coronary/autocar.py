@@ -9,10 +9,12 @@ connected tree with radii.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import BadInput
 from .epipolar import epipolar_curves
 from .graph import ViewMaps, optimise_graph, skeleton_candidates, tubes_to_occupancy
 from .hull import visual_hull
@@ -22,28 +24,31 @@ from .problem import CoronaryProblem, CoronaryResult, Progress
 PRESETS = {"fast": 60, "quality": 200}
 
 
-def _refined(problem: CoronaryProblem, hull: np.ndarray, device: str) -> tuple[np.ndarray, str]:
-    """C3's learned hull refinement when its shipped weights are present; the raw hull otherwise."""
+def _refined(problem: CoronaryProblem, hull: np.ndarray, device: str,
+             weights: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """C3's learned hull refinement when its weights (shipped, or ``weights``) are present; the raw hull otherwise."""
     try:
         from .refine import refine_hull
 
-        occ, _centerness = refine_hull(problem, hull, device=device)
+        occ, _centerness = refine_hull(problem, hull, device=device, weights=weights)
         return occ, "learned refinement"
     except (ImportError, FileNotFoundError) as exc:
+        if weights is not None:                   # asked for by name: no silent fallback to the raw hull
+            raise BadInput(f"hull refiner weights {weights}: {exc}") from None
         return hull, f"raw hull (refiner unavailable: {exc})"
 
 
 def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
                         progress: Progress | None = None, refine: bool = True,
-                        selection: dict[str, Any] | None = None) -> CoronaryResult:
+                        selection: dict[str, Any] | None = None,
+                        refiner_weights: str | Path | None = None) -> CoronaryResult:
     """Hull (+ refinement) and epipolar candidates → pruned, connected, fitted centerline tree → tubes.
 
-    ``selection`` overrides the ghost pruning's options (``graph.select_branches``), for ablations.
+    ``selection`` overrides the ghost pruning's options (``graph.select_branches``) and
+    ``refiner_weights`` replaces the shipped hull refiner, for ablations and candidate models.
     """
     report = progress or (lambda f, m: None)
     if preset not in PRESETS:
-        from ..errors import BadInput
-
         raise BadInput(f"unknown autocar preset {preset!r}; choose one of {sorted(PRESETS)}")
     grid = problem.grid
     report(0.02, "visual hull")
@@ -57,7 +62,7 @@ def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", devic
         report(0.06, "raw hull skeleton")
         curves, radii = skeleton_candidates(hull, grid)
         report(0.1, "hull refinement")
-        hull, source = _refined(problem, hull, device)
+        hull, source = _refined(problem, hull, device, refiner_weights)
         if source.startswith("raw hull"):                  # no refiner: optimise_graph skeletonises the hull
             curves, radii = [], []
     views = ViewMaps.from_masks(problem.masks)
