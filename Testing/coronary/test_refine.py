@@ -111,14 +111,19 @@ def test_training_continues_from_a_checkpoint_and_nests_its_card(tmp_path):
     assert json.loads(child.with_suffix(".json").read_text())["init_from"]["path"].endswith("parent.pt")
 
 
-@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"not a checkpoint", "is not a coronary "
-                                                                                          "refiner checkpoint")])
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"not a checkpoint", "is not a coronary refiner checkpoint"),
+    ({"config": {"base": 4, "depth": 1}, "state_dict": {}}, "is not a coronary refiner checkpoint"),  # no weights
+])
 def test_training_cli_names_a_bad_init_checkpoint_before_any_work(tmp_path, content, message, capsys, monkeypatch):
     import angiorecon.coronary.train_refiner as tr
 
     init = tmp_path / "init.pt"
-    if content is not None:
+    if isinstance(content, bytes):
         init.write_bytes(content)
+    elif content is not None:
+        torch.save(content, init)
     monkeypatch.setattr(tr, "make_case", lambda *a, **k: pytest.fail("simulated before checking --init"))
     with pytest.raises(SystemExit) as e:
         tr.main(["--init", str(init), "--out", str(tmp_path / "r.pt")])

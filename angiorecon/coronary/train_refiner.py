@@ -175,17 +175,20 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
     """
     backgrounds = ct_backgrounds(cts)
     parent: dict | None = None
+    net: RefinerNet | None = None          # built after seeding, unless a checkpoint gives it (checked before any work)
     if init is not None:
         if not Path(init).is_file():
             raise BadInput(f"--init checkpoint {init} does not exist")
         try:
             blob = torch.load(init, map_location="cpu", weights_only=False)
-            config, state = dict(blob["config"]), blob["state_dict"]
+            net = RefinerNet(**blob["config"])
+            net.load_state_dict(blob["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise BadInput(f"--init {init} is not a coronary refiner checkpoint (config + state_dict): {exc}") from None
-        if patch % 2 ** int(config.get("depth", 2)):
-            raise BadInput(f"--patch {patch} must be divisible by 2**depth = {2 ** int(config.get('depth', 2))} "
-                           f"of the --init checkpoint")
+            why = " ".join(str(exc).split())                     # torch's messages span lines; the error is one
+            raise BadInput(f"--init {init} is not a coronary refiner checkpoint (config + state_dict): "
+                           f"{type(exc).__name__}: {why[:160]}") from None
+        if patch % 2 ** net.depth:
+            raise BadInput(f"--patch {patch} must be divisible by 2**depth = {2 ** net.depth} of the --init checkpoint")
         parent = dict(blob.get("meta", {}))
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -206,9 +209,8 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
         log(f"case {i + 1}/{cases} {data[-1].occupancy.shape} {background[2] if background else 'ellipse'} "
             f"({time.time() - t0:.0f} s)")
     t_data = time.time() - t0
-    net = RefinerNet(base=base, depth=depth) if parent is None else RefinerNet(**config)
-    if parent is not None:
-        net.load_state_dict(state)
+    if net is None:
+        net = RefinerNet(base=base, depth=depth)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, max(1, steps // 2), gamma=0.3)
     losses = []
