@@ -183,7 +183,7 @@ def split_at_junctions(curves: list[np.ndarray], radii: list[np.ndarray], geomet
 
 #: a piece's extra search cost where the learned occupancy does not support it (benchmarks/coronary_quality.py,
 #: tuning seeds 0–9 and 100–119, paired, with the set-cover start: Dice +0.020 ± 0.010, clDice +0.015 ± 0.006;
-#: alone +0.007 / +0.009)
+#: alone +0.007 / +0.009). ``--peer`` screens: 0.5 and 2 are flat against 1, 0 loses Dice 0.007 ± 0.003
 SUPPORT_COST = 1.0
 
 
