@@ -122,6 +122,7 @@ class BackgroundProcess:
         self._done = threading.Event()
         self._cancel_requested = False
         self._killed_pids: set[int] = set()
+        self._killed: list[psutil.Process] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -191,6 +192,7 @@ class BackgroundProcess:
         except psutil.NoSuchProcess:
             return
         self._killed_pids.update(p.pid for p in tree)
+        self._killed = tree
         for proc in tree:
             try:
                 proc.terminate()
@@ -225,6 +227,23 @@ class BackgroundProcess:
             except psutil.NoSuchProcess:
                 pass
 
+    def _wait_for_killed_tree(self) -> None:
+        """Block until every process signalled by :meth:`cancel` has exited (at most the grace period + 5 s).
+
+        The launcher can exit, and the interpreter close its pipes, a moment before the interpreter
+        itself is gone (seen under load); CANCELLED must mean the whole tree is dead. A zombie counts
+        as exited: its parent (perhaps an init that does not reap) owns it, and it runs nothing.
+        """
+        deadline = time.monotonic() + self.grace_seconds + 5.0
+        for proc in self._killed:
+            while time.monotonic() < deadline:
+                try:
+                    if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.02)
+
     def _read_stdout(self) -> None:
         assert self._popen is not None and self._popen.stdout is not None and self._popen.stderr is not None
         err_reader = threading.Thread(target=self._read_stderr, name=f"{self.task}-stderr", daemon=True)
@@ -238,6 +257,8 @@ class BackgroundProcess:
             saw_result |= event.get("event") == "result"
             self._events.put(event)
         self.returncode = self._popen.wait()
+        if self._cancel_requested:
+            self._wait_for_killed_tree()
         err_reader.join()
         final = self._final_event(self.returncode, saw_error, saw_result)
         if final is not None:
