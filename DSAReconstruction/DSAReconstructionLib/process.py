@@ -121,8 +121,7 @@ class BackgroundProcess:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._done = threading.Event()
         self._cancel_requested = False
-        self._killed_pids: set[int] = set()
-        self._killed: list[psutil.Process] = []
+        self._killed: list[psutil.Process] = []      #: the tree cancel() signalled
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -191,7 +190,6 @@ class BackgroundProcess:
             tree = root.children(recursive=True) + [root]
         except psutil.NoSuchProcess:
             return
-        self._killed_pids.update(p.pid for p in tree)
         self._killed = tree
         for proc in tree:
             try:
@@ -310,7 +308,8 @@ class BackgroundProcess:
             return
         for staging in parent.glob(f".{self.out_dir.name}.partial-*"):
             pid_text = staging.name.rsplit("-", 1)[-1]
-            if pid_text.isdigit() and (int(pid_text) in self._killed_pids or not psutil.pid_exists(int(pid_text))):
+            killed = {p.pid for p in self._killed}
+            if pid_text.isdigit() and (int(pid_text) in killed or not psutil.pid_exists(int(pid_text))):
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _apply(self, event: dict[str, Any]) -> None:

@@ -37,8 +37,8 @@ from ..errors import BadInput
 from ..metrics.evaluate import resample_to_grid
 from .backgrounds import Background, background_for_case, ct_backgrounds
 from .hull import roi_grid, visual_hull
-from .refine import RefinerNet, candidate_mask, hull_features
-from .train_segmenter import portable
+from .refine import RefinerNet, candidate_mask, hull_features, load_refiner
+from .train_segmenter import chained_wall_time, portable
 
 CENTER_SIGMA_MM = 0.5
 
@@ -180,16 +180,14 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
         if not Path(init).is_file():
             raise BadInput(f"--init checkpoint {init} does not exist")
         try:
-            blob = torch.load(init, map_location="cpu", weights_only=False)
-            net = RefinerNet(**blob["config"])
-            net.load_state_dict(blob["state_dict"])
+            net, parent = load_refiner(init)
+            net.train()
         except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             why = " ".join(str(exc).split())                     # torch's messages span lines; the error is one
             raise BadInput(f"--init {init} is not a coronary refiner checkpoint (config + state_dict): "
                            f"{type(exc).__name__}: {why[:160]}") from None
         if patch % 2 ** net.depth:
             raise BadInput(f"--patch {patch} must be divisible by 2**depth = {2 ** net.depth} of the --init checkpoint")
-        parent = dict(blob.get("meta", {}))
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -249,8 +247,7 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "validation": val,
             "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1), "threads": threads,
             "init_from": None if init is None else {"path": portable(init), "model_card": parent},
-            "total_wall_time_s_including_init": round(wall + float((parent or {}).get(
-                "total_wall_time_s_including_init", (parent or {}).get("wall_time_s", 0.0))), 1)}
+            "total_wall_time_s_including_init": chained_wall_time(wall, parent)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")          # a run killed while saving leaves the previous weights intact
     torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, tmp)

@@ -251,8 +251,7 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
                                    f"threshold on {real_names[-real_val:]}") if real_dir else None},
         "init_from": None if init is None else {"path": portable(init), "model_card": parent},
         "real_fraction_of_mixed_batches": real_fraction,
-        "total_wall_time_s_including_init": round(wall + float((parent or {}).get("total_wall_time_s_including_init",
-                                                                 (parent or {}).get("wall_time_s", 0.0))), 1),
+        "total_wall_time_s_including_init": chained_wall_time(wall, parent),
         "license": "trained by this project on its own synthetic data (and BSD-3 xca-cervantes40 training half)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +261,12 @@ def train(steps: int, seed: int, out: Path, *, cases: int = 40, batch: int = 4, 
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def chained_wall_time(wall: float, parent: dict[str, Any] | None) -> float:
+    """Seconds of this run plus those of the checkpoint chain it continued (its model card ``parent``)."""
+    parent = parent or {}
+    return round(wall + float(parent.get("total_wall_time_s_including_init", parent.get("wall_time_s", 0.0))), 1)
 
 
 def portable(path: str | Path) -> str:
