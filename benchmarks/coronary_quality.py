@@ -218,8 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     if clash or len(peers) < len(args.peer):
         ap.error(f"--peer labels must be unique and differ from the method rows, got {[lb for lb, _ in args.peer]}")
     if args.refiner_peer:
-        if not args.refiner_peer.is_file():
+        from angiorecon.coronary.refine import load_refiner
+        from angiorecon.errors import BadInput
+
+        try:                                      # checked once here, not as a FAILED row per case
+            load_refiner(args.refiner_peer)
+        except FileNotFoundError:
             ap.error(f"--refiner-peer {args.refiner_peer}: no such file")
+        except BadInput as exc:
+            ap.error(f"--refiner-peer {exc}")
         peers[REFINER_PEER] = {"refiner_weights": args.refiner_peer}
     for label in peers:
         rows[label] = []

@@ -77,12 +77,16 @@ def test_autocar_is_one_connected_tree_with_good_overlap(small_case):
     assert r.info["selection"]["search_start"] in ("greedy", "set cover")
 
 
-def test_autocar_passes_selection_options_and_refuses_missing_refiner_weights(small_case, tmp_path):
-    """The benchmark's peers: ghost-pruning options reach the search; named weights must exist."""
+def test_autocar_passes_selection_options_and_refuses_missing_or_corrupt_refiner_weights(small_case, tmp_path):
+    """The benchmark's peers: ghost-pruning options reach the search; named weights must exist and load."""
     r = reconstruct(small_case.problem, "autocar", selection={"exact_start": False})
     assert r.info["selection"]["search_start"] == "greedy"
     with pytest.raises(BadInput, match="nothere.pt"):
         reconstruct(small_case.problem, "autocar", refiner_weights=tmp_path / "nothere.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(BadInput, match="corrupt.pt is not a coronary refiner checkpoint"):
+        reconstruct(small_case.problem, "autocar", refiner_weights=corrupt)
 
 
 def test_autocar_takes_a_third_view_and_leaves_less_depth_open():

@@ -126,3 +126,19 @@ def test_benchmark_peer_option():
     with pytest.raises(argparse.ArgumentTypeError, match="LABEL:KEY=VALUE"):
         bench.peer_spec("support_cost=2")
     assert "line_integral" not in bench.PEER_OPTIONS and "support" not in bench.PEER_OPTIONS
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"),
+                                              (b"not a checkpoint", "is not a coronary refiner checkpoint")])
+def test_benchmark_refiner_peer_is_checked_before_any_case(tmp_path, content, message, capsys, monkeypatch):
+    """A missing or corrupt ``--refiner-peer`` is one argparse error up front, not a FAILED row per case."""
+    bench = _benchmark()
+    weights = tmp_path / "refiner.pt"
+    if content is not None:
+        weights.write_bytes(content)
+    monkeypatch.setattr(bench, "simulate_coronary", lambda *a, **k: pytest.fail("simulated before the check"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--methods", "autocar", "--cases", "1", "--refiner-peer", str(weights)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in err and str(weights) in err

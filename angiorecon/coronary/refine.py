@@ -12,6 +12,7 @@ Our own design after the idea in ``coronary_two_view.md`` §4.3 / §10.5 (AutoCA
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ..errors import BadInput
 from ..geometry import ConeBeamGeometry, VolumeGrid
 from .hull import sample_views
 from .problem import CoronaryProblem
@@ -98,14 +100,23 @@ class RefinerNet(nn.Module):
 
 
 def load_refiner(path: str | Path | None = None, device: str = "cpu") -> tuple[RefinerNet, dict[str, Any]]:
-    """The shipped refiner (or ``path``) in eval mode, with the metadata saved next to its weights."""
+    """The shipped refiner (or ``path``) in eval mode, with the metadata saved next to its weights.
+
+    A missing file is a ``FileNotFoundError`` (the caller may fall back to the raw hull); a file that
+    is not a refiner checkpoint (config + matching state_dict) is a one-line ``BadInput``.
+    """
     p = Path(path) if path is not None else WEIGHTS
     if not p.is_file():
         raise FileNotFoundError(f"coronary refiner weights not found at {p}; reinstall the package or retrain with "
-                                "`python -m angiorecon.coronary.train_refiner --out {p}`")
-    blob = torch.load(p, map_location="cpu", weights_only=False)
-    net = RefinerNet(**blob["config"])
-    net.load_state_dict(blob["state_dict"])
+                                f"`python -m angiorecon.coronary.train_refiner --out {p}`")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+        net = RefinerNet(**blob["config"])
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        why = " ".join(str(exc).split())                         # torch's messages span lines; the error is one
+        raise BadInput(f"{p} is not a coronary refiner checkpoint (config + state_dict): "
+                       f"{type(exc).__name__}: {why[:160]}") from None
     return net.to(device).eval(), blob.get("meta", {})
 
 

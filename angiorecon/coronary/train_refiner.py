@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -181,11 +180,9 @@ def train(cases: int, steps: int, seed: int, out: Path, *, patch: int = 40, batc
             raise BadInput(f"--init checkpoint {init} does not exist")
         try:
             net, parent = load_refiner(init)
-            net.train()
-        except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            why = " ".join(str(exc).split())                     # torch's messages span lines; the error is one
-            raise BadInput(f"--init {init} is not a coronary refiner checkpoint (config + state_dict): "
-                           f"{type(exc).__name__}: {why[:160]}") from None
+        except BadInput as exc:
+            raise BadInput(f"--init {exc}") from None
+        net.train()
         if patch % 2 ** net.depth:
             raise BadInput(f"--patch {patch} must be divisible by 2**depth = {2 ** net.depth} of the --init checkpoint")
     torch.set_num_threads(threads)
