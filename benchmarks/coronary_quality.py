@@ -28,7 +28,13 @@ an ablation or a parameter change measured against the default with a paired dif
 ``--peer greedy-only:exact_start=false`` or ``--peer support2:support_cost=2``.
 
 ``--refiner-peer WEIGHTS`` also scores the default method with another hull refiner checkpoint
-(e.g. one just trained by ``coronary.train_refiner``) as row ``autocar-refiner``, paired the same way.
+(e.g. one just trained by ``coronary.train_refiner``) as row ``autocar-refiner``, paired the same way;
+a missing or corrupt checkpoint is refused before the first case.
+
+``--diagnose`` prints, per case, what became of the true centerline under the default method
+(``truth_coverage``): the share a kept piece explains, and of the rest the share outside a view's
+detector, outside a view's mask, followed by no candidate piece, or followed by a candidate the
+ghost pruning did not keep. It tells losses of candidate generation from losses of the pruning.
 
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
@@ -55,6 +61,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 from scipy.optimize import least_squares
+from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,6 +80,11 @@ from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # 
 TWO_VIEW_PEER = f"{DEFAULT_METHOD}@2v"
 MASKS_ONLY_PEER = f"{DEFAULT_METHOD}-masks"
 REFINER_PEER = f"{DEFAULT_METHOD}-refiner"
+#: ``--diagnose``: the true centerline is sampled every DIAG_STEP_MM; a piece explains a sample within
+#: max(its radius, EXPLAIN_MM)
+DIAG_STEP_MM = 0.25
+EXPLAIN_MM = 0.75
+FATES = ("kept", "outside view", "outside mask", "no candidate", "not kept")
 TARGETS = {"dice": 0.75, "cldice": 0.85, "chamfer_mm": 2.0, "components": 1, "seconds": 120.0}
 
 
@@ -90,6 +102,48 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             k[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = False
         out.append(k)
     return np.stack(out).astype(np.float32)
+
+
+def densify(points: np.ndarray, step: float) -> np.ndarray:
+    """A polyline resampled every ``step`` mm (its end points kept)."""
+    points = np.asarray(points, dtype=np.float64)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+    t = np.append(np.arange(0.0, s[-1], step), s[-1])
+    return np.stack([np.interp(t, s, points[:, k]) for k in range(3)], axis=1)
+
+
+def truth_coverage(tree, geometry, masks: np.ndarray, pieces: list[np.ndarray], kept: list[int]) -> dict[str, float]:
+    """Share of the true centerline (``tree``, a ``VesselTree``) by what became of it (``FATES``, in order).
+
+    A sample counts as *kept* when a kept piece explains it; otherwise as outside a view's
+    detector, else outside a view's mask (> 1 px), else followed by *no candidate* piece, else
+    by a candidate that was *not kept*.
+    """
+    samples, radii = [], []
+    for chain in tree.branch_polylines():
+        if len(chain) >= 2:
+            pts = densify(tree.nodes[chain], DIAG_STEP_MM)
+            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(tree.nodes[chain], axis=0), axis=1))])
+            at = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+            samples.append(pts)
+            radii.append(np.interp(at, arc, tree.radii[chain]))
+    p, reach = np.concatenate(samples), np.maximum(np.concatenate(radii), EXPLAIN_MM)
+
+    def explained(curves: list[np.ndarray]) -> np.ndarray:
+        if not curves:
+            return np.zeros(len(p), dtype=bool)
+        return cKDTree(np.concatenate([densify(c, DIAG_STEP_MM) for c in curves])).query(p)[0] <= reach
+
+    uv = geometry.project_points(p)
+    h, w = masks.shape[1:]
+    on_detector = ((uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)).all(axis=0)
+    in_mask = np.ones(len(p), dtype=bool)
+    for v, m in enumerate(np.asarray(masks) >= 0.5):
+        to_mask = ndimage.distance_transform_edt(~m)
+        in_mask &= ndimage.map_coordinates(to_mask, [uv[v, :, 1], uv[v, :, 0]], order=1, cval=np.inf) <= 1.0
+    kept_mask = explained([pieces[i] for i in kept])
+    fate = np.select([kept_mask, ~on_detector, ~in_mask, ~explained(list(pieces))], [0, 1, 2, 3], default=4)
+    return {name: float(np.mean(fate == k)) for k, name in enumerate(FATES)}
 
 
 def segmented_masks(views, method: str) -> np.ndarray:
@@ -197,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                          "row LABEL; repeatable")
     ap.add_argument("--refiner-peer", type=Path, metavar="WEIGHTS",
                     help=f"also score {DEFAULT_METHOD} with this hull refiner checkpoint as row {REFINER_PEER}")
+    ap.add_argument("--diagnose", action="store_true",
+                    help=f"also print, per case, what became of the true centerline under {DEFAULT_METHOD} "
+                         "(kept / outside a view / outside a mask / no candidate / candidate not kept)")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
@@ -231,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in peers:
         rows[label] = []
     pose: list[dict[str, float]] = []
+    fates: list[dict[str, float]] = []      # --diagnose: the default's truth_coverage per case
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
     print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, "
@@ -275,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if masks_only:
             runs.append((MASKS_ONLY_PEER, DEFAULT_METHOD, views.geometry, masks, None, seen_share, closest, {}))
         for label, name, geometry, view_masks, view_images, seen, sep, options in runs:
+            record: dict[str, Any] = {}
+            if args.diagnose and label == DEFAULT_METHOD:
+                options = {**options, "record": record}
             t0 = time.perf_counter()
             try:
                 grid = roi_grid(geometry, view_masks, spacing=args.voxel)
@@ -304,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{'':>10} {'in view':>9} {s_in['dice']:6.3f} {s_in['cldice']:6.3f} "
                           f"{s_in['chamfer_mm']:6.2f} {s_in['hd95_mm']:6.2f}   (scored inside every view's field "
                           "of view only)", flush=True)
+            if record:
+                fates.append(truth_coverage(views.tree, geometry, view_masks, record["pieces"], record["kept"]))
+                print(f"{'':>10} {'truth':>9} " + "  ".join(f"{k} {x:.1%}" for k, x in fates[-1].items())
+                      + "   (share of the true centerline)", flush=True)
             if args.pose_error and label == DEFAULT_METHOD:
                 p = pose_rows(views, masks, args.voxel, *args.pose_error, seed=c)
                 p["dice_exact"] = s["dice"]
@@ -324,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         cc1 = np.mean([r["components"] == 1 for r in rs])
         print(f"{name:>9}: dice {ms('dice')}  cldice {ms('cldice')}  chamfer {ms('chamfer_mm')} mm  "
               f"hd95 {ms('hd95_mm')} mm  one-component {cc1:.0%}  {ms('seconds')} s/case  (n={len(rs)})")
+    if fates:
+        print(f"# {DEFAULT_METHOD}: the true centerline, mean over {len(fates)} cases: "
+              + "  ".join(f"{k} {np.mean([f[k] for f in fates]):.1%}" for k in FATES))
     if in_view:
         mean = {k: float(np.mean([r[k] for r in in_view])) for k in ("dice", "cldice", "chamfer_mm", "hd95_mm")}
         print(f"# {DEFAULT_METHOD} inside every view's field of view (what the views can reconstruct): "

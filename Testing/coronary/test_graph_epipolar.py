@@ -78,9 +78,13 @@ def test_autocar_is_one_connected_tree_with_good_overlap(small_case):
 
 
 def test_autocar_passes_selection_options_and_refuses_missing_or_corrupt_refiner_weights(small_case, tmp_path):
-    """The benchmark's peers: ghost-pruning options reach the search; named weights must exist and load."""
-    r = reconstruct(small_case.problem, "autocar", selection={"exact_start": False})
+    """The benchmark's peers: ghost-pruning options reach the search, ``record`` gets the candidates and
+    the kept ones; named weights must exist and load."""
+    record: dict = {}
+    r = reconstruct(small_case.problem, "autocar", selection={"exact_start": False}, record=record)
     assert r.info["selection"]["search_start"] == "greedy"
+    assert len(record["kept"]) == r.info["selection"]["kept"] and set(record["kept"]) <= set(range(len(record["pieces"])))
+    assert len(record["pieces"]) == r.info["pieces"]
     with pytest.raises(BadInput, match="nothere.pt"):
         reconstruct(small_case.problem, "autocar", refiner_weights=tmp_path / "nothere.pt")
     corrupt = tmp_path / "corrupt.pt"

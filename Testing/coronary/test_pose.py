@@ -142,3 +142,28 @@ def test_benchmark_refiner_peer_is_checked_before_any_case(tmp_path, content, me
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in err and str(weights) in err
+
+
+def test_benchmark_truth_coverage_tells_candidate_losses_from_pruning_losses(case):
+    """``--diagnose``: the true centerline's share by fate, from pieces that are the true branches."""
+    bench = _benchmark()
+    tree, g, masks = case.views.tree, case.problem.geometry, case.problem.masks
+    branches = [tree.nodes[c] for c in tree.branch_polylines() if len(c) >= 2]
+    everything = list(range(len(branches)))
+
+    def fates(pieces, kept, m=masks):
+        f = bench.truth_coverage(tree, g, m, pieces, kept)
+        assert set(f) == set(bench.FATES) and abs(sum(f.values()) - 1) < 1e-9
+        return f
+
+    assert fates(branches, everything)["kept"] > 0.99
+    none_kept = fates(branches, [])                         # every candidate there, none kept
+    assert none_kept["kept"] == 0 and none_kept["no candidate"] == 0 and none_kept["not kept"] > 0.95
+    no_candidates = fates([], [])
+    assert no_candidates["no candidate"] == none_kept["not kept"]         # the same samples, another fate
+    blind = masks.copy()
+    blind[1] = 0
+    unseen = fates(branches, [], blind)                     # a blank view: all lost to the masks, unless off its detector
+    assert unseen["outside mask"] > 0.95 and abs(unseen["outside mask"] + unseen["outside view"] - 1) < 1e-9
+    half = fates(branches, everything[: len(branches) // 2])
+    assert 0.05 < half["kept"] < 0.95 and half["kept"] + half["not kept"] > 0.95

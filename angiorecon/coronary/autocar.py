@@ -41,11 +41,13 @@ def _refined(problem: CoronaryProblem, hull: np.ndarray, device: str,
 def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
                         progress: Progress | None = None, refine: bool = True,
                         selection: dict[str, Any] | None = None,
-                        refiner_weights: str | Path | None = None) -> CoronaryResult:
+                        refiner_weights: str | Path | None = None,
+                        record: dict[str, Any] | None = None) -> CoronaryResult:
     """Hull (+ refinement) and epipolar candidates → pruned, connected, fitted centerline tree → tubes.
 
     ``selection`` overrides the ghost pruning's options (``graph.select_branches``) and
-    ``refiner_weights`` replaces the shipped hull refiner, for ablations and candidate models.
+    ``refiner_weights`` replaces the shipped hull refiner, for ablations and candidate models;
+    ``record`` receives the candidate pieces and the kept ones (``graph.optimise_graph``).
     """
     report = progress or (lambda f, m: None)
     if preset not in PRESETS:
@@ -77,7 +79,7 @@ def reconstruct_autocar(problem: CoronaryProblem, *, preset: str = "fast", devic
     prior = hull if source == "learned refinement" else None            # the refiner's belief weighs the pieces
     fitted, ginfo = optimise_graph(problem, hull, extra_curves=curves, extra_radii=radii, views=views,
                                    iterations=PRESETS[preset], device=device, prior=prior, selection=selection,
-                                   progress=lambda f, m: report(0.35 + 0.55 * f, m))
+                                   record=record, progress=lambda f, m: report(0.35 + 0.55 * f, m))
     report(0.92, "tubes")
     occ = tubes_to_occupancy(fitted, grid)
     info: dict[str, Any] = {"method": "autocar", "preset": preset, "candidate_source": source, **ginfo}

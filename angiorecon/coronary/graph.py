@@ -742,7 +742,7 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
                    extra_curves: list[np.ndarray] | None = None, extra_radii: list[np.ndarray] | None = None,
                    views: ViewMaps | None = None, iterations: int = 150, device: str = "cpu",
                    intensity_weight: float = DEFAULT_WEIGHT, prior: np.ndarray | None = None,
-                   selection: dict[str, Any] | None = None,
+                   selection: dict[str, Any] | None = None, record: dict[str, Any] | None = None,
                    progress: Progress | None = None) -> tuple[PointTree, dict[str, Any]]:
     """Candidate occupancy on ``problem.grid`` (+ optional candidate polylines) → one fitted tree.
 
@@ -752,7 +752,9 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     (``intensity_weight``; 0 = masks only). ``prior``, a learned occupancy on the grid (the hull
     refinement's), makes a piece dearer the less of it lies in that occupancy (``select_branches``'s
     ``support``). ``selection`` overrides ``select_branches``'s keyword options (ablations, e.g.
-    ``{"exact_start": False}``).
+    ``{"exact_start": False}``). ``record``, when given, receives the candidate pieces the pruning
+    chose from (``pieces``, world mm polylines) and the indices it kept (``kept``), for diagnostics
+    that need the candidates themselves (``benchmarks/coronary_quality.py --diagnose``).
     """
     report = progress or _noop
     grid = problem.grid
@@ -779,6 +781,8 @@ def optimise_graph(problem: CoronaryProblem, candidate: np.ndarray, *, level: fl
     options: dict[str, Any] = {"line_integral": line_integral, "intensity_weight": intensity_weight,
                                "support": support, **(selection or {})}
     keep, sel_info = select_branches(curves, problem.geometry, views, **options)
+    if record is not None:
+        record.update(pieces=curves, kept=list(keep))
     report(0.3, f"connect {len(keep)} branches")
     tree0 = connect_tree([curves[i] for i in keep], [radii[i] for i in keep], join_mm=1.5)
     fitted, fit_info = fit_tree(tree0, problem.geometry, views, iterations=iterations, device=device,
