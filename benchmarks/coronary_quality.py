@@ -66,7 +66,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from angiorecon.coronary.epipolar import depth_ambiguous_length  # noqa: E402
-from angiorecon.coronary.graph import select_branches  # noqa: E402
+from angiorecon.coronary.graph import resample_polyline, select_branches  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
 from angiorecon.coronary.pose import move_view, observable_axes, refine_pose  # noqa: E402
@@ -104,14 +104,6 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def densify(points: np.ndarray, step: float) -> np.ndarray:
-    """A polyline resampled every ``step`` mm (its end points kept)."""
-    points = np.asarray(points, dtype=np.float64)
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
-    t = np.append(np.arange(0.0, s[-1], step), s[-1])
-    return np.stack([np.interp(t, s, points[:, k]) for k in range(3)], axis=1)
-
-
 def truth_coverage(tree, geometry, masks: np.ndarray, pieces: list[np.ndarray], kept: list[int]) -> dict[str, float]:
     """Share of the true centerline (``tree``, a ``VesselTree``) by what became of it (``FATES``, in order).
 
@@ -119,20 +111,15 @@ def truth_coverage(tree, geometry, masks: np.ndarray, pieces: list[np.ndarray], 
     detector, else outside a view's mask (> 1 px), else followed by *no candidate* piece, else
     by a candidate that was *not kept*.
     """
-    samples, radii = [], []
-    for chain in tree.branch_polylines():
-        if len(chain) >= 2:
-            pts = densify(tree.nodes[chain], DIAG_STEP_MM)
-            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(tree.nodes[chain], axis=0), axis=1))])
-            at = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
-            samples.append(pts)
-            radii.append(np.interp(at, arc, tree.radii[chain]))
-    p, reach = np.concatenate(samples), np.maximum(np.concatenate(radii), EXPLAIN_MM)
+    true = [resample_polyline(tree.nodes[c], tree.radii[c], DIAG_STEP_MM)
+            for c in tree.branch_polylines() if len(c) >= 2]
+    p, reach = np.concatenate([t[0] for t in true]), np.maximum(np.concatenate([t[1] for t in true]), EXPLAIN_MM)
 
     def explained(curves: list[np.ndarray]) -> np.ndarray:
         if not curves:
             return np.zeros(len(p), dtype=bool)
-        return cKDTree(np.concatenate([densify(c, DIAG_STEP_MM) for c in curves])).query(p)[0] <= reach
+        dense = [resample_polyline(np.asarray(c, dtype=np.float64), np.zeros(len(c)), DIAG_STEP_MM)[0] for c in curves]
+        return cKDTree(np.concatenate(dense)).query(p)[0] <= reach
 
     uv = geometry.project_points(p)
     h, w = masks.shape[1:]

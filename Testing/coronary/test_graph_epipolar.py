@@ -83,7 +83,8 @@ def test_autocar_passes_selection_options_and_refuses_missing_or_corrupt_refiner
     record: dict = {}
     r = reconstruct(small_case.problem, "autocar", selection={"exact_start": False}, record=record)
     assert r.info["selection"]["search_start"] == "greedy"
-    assert len(record["kept"]) == r.info["selection"]["kept"] and set(record["kept"]) <= set(range(len(record["pieces"])))
+    assert len(record["kept"]) == r.info["selection"]["kept"]
+    assert set(record["kept"]) <= set(range(len(record["pieces"])))
     assert len(record["pieces"]) == r.info["pieces"]
     with pytest.raises(BadInput, match="nothere.pt"):
         reconstruct(small_case.problem, "autocar", refiner_weights=tmp_path / "nothere.pt")

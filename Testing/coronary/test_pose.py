@@ -163,7 +163,7 @@ def test_benchmark_truth_coverage_tells_candidate_losses_from_pruning_losses(cas
     assert no_candidates["no candidate"] == none_kept["not kept"]         # the same samples, another fate
     blind = masks.copy()
     blind[1] = 0
-    unseen = fates(branches, [], blind)                     # a blank view: all lost to the masks, unless off its detector
+    unseen = fates(branches, [], blind)         # a blank view: all lost to the masks, unless off its detector
     assert unseen["outside mask"] > 0.95 and abs(unseen["outside mask"] + unseen["outside view"] - 1) < 1e-9
     half = fates(branches, everything[: len(branches) // 2])
     assert 0.05 < half["kept"] < 0.95 and half["kept"] + half["not kept"] > 0.95

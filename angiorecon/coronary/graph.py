@@ -125,7 +125,8 @@ class PointTree:
 
 
 # ----------------------------------------------------------------------------- branch candidates
-def _resample(points: np.ndarray, radii: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+def resample_polyline(points: np.ndarray, radii: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) points and (N,) radii resampled evenly by arc length, at most ``step`` mm apart (ends kept)."""
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
     if s[-1] <= 0:
@@ -239,7 +240,7 @@ def select_branches(curves: list[np.ndarray], geometry: ConeBeamGeometry, views:
     width_radius = []
     ps = geometry.pixel_spacing.min(axis=1)[:, None]
     for c in curves:
-        pts = _resample(c, np.zeros(len(c)), step)[0]
+        pts = resample_polyline(c, np.zeros(len(c)), step)[0]
         pts_all.append(pts)
         uv, w = geometry.project_points_with_depth(pts)
         inside = (_sample(views.to_mask, uv, np.inf) <= 1.0).mean(axis=1)
@@ -518,7 +519,7 @@ def connect_tree(curves: list[np.ndarray], radii: list[np.ndarray], *, step: flo
     pts, rad, edges = [], [], []
     n = 0
     for c, r in zip(curves, radii):
-        p, q = _resample(np.asarray(c, float), np.asarray(r, float), step)
+        p, q = resample_polyline(np.asarray(c, float), np.asarray(r, float), step)
         pts.append(p)
         rad.append(q)
         edges.extend((n + k, n + k + 1) for k in range(len(p) - 1))
@@ -733,7 +734,7 @@ def skeleton_candidates(occupancy: np.ndarray, grid: VolumeGrid, level: float = 
 
 def piece_support(prior: np.ndarray, grid: VolumeGrid, curve: np.ndarray, step: float = 0.5) -> float:
     """Mean of ``prior`` (an occupancy in [0, 1] on ``grid``) along ``curve`` sampled every ``step`` mm."""
-    pts = _resample(np.asarray(curve, dtype=np.float64), np.zeros(len(curve)), step)[0]
+    pts = resample_polyline(np.asarray(curve, dtype=np.float64), np.zeros(len(curve)), step)[0]
     ijk = grid.world_to_index(pts)
     return float(ndimage.map_coordinates(prior, [ijk[:, 2], ijk[:, 1], ijk[:, 0]], order=1, cval=0.0).mean())
 
