@@ -73,8 +73,10 @@ from angiorecon.coronary.pose import move_view, observable_axes, refine_pose  # 
 from angiorecon.coronary.problem import CoronaryProblem  # noqa: E402
 from angiorecon.coronary.scoring import score_occupancy, seen_by_every_view  # noqa: E402
 from angiorecon.coronary.views import vessel_pixels_at_edge  # noqa: E402
+from angiorecon.geometry import ConeBeamGeometry  # noqa: E402
 from angiorecon.pipelines.coronary import AMBIGUOUS_DEG, EDGE_WARN_PX  # noqa: E402
 from angiorecon.simulation.products import CoronaryConfig, simulate_coronary  # noqa: E402
+from angiorecon.simulation.trees import VesselTree  # noqa: E402
 
 #: with ``--views 3`` or more: the default method on the same case from its first two views only
 TWO_VIEW_PEER = f"{DEFAULT_METHOD}@2v"
@@ -104,8 +106,9 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def truth_coverage(tree, geometry, masks: np.ndarray, pieces: list[np.ndarray], kept: list[int]) -> dict[str, float]:
-    """Share of the true centerline (``tree``, a ``VesselTree``) by what became of it (``FATES``, in order).
+def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarray, pieces: list[np.ndarray],
+                   kept: list[int]) -> dict[str, float]:
+    """Share of the true centerline (``tree``) by what became of it (``FATES``, in order).
 
     A sample counts as *kept* when a kept piece explains it; otherwise as outside a view's
     detector, else outside a view's mask (> 1 px), else followed by *no candidate* piece, else
