@@ -125,8 +125,7 @@ def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarr
         return cKDTree(np.concatenate(dense)).query(p)[0] <= reach
 
     uv = geometry.project_points(p)
-    h, w = masks.shape[1:]
-    on_detector = ((uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)).all(axis=0)
+    on_detector = seen_by_every_view(geometry, p)
     in_mask = np.ones(len(p), dtype=bool)
     for v, m in enumerate(np.asarray(masks) >= 0.5):
         to_mask = ndimage.distance_transform_edt(~m)
