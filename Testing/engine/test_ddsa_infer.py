@@ -14,6 +14,7 @@ from angiorecon.ddsa.domain import DOMAIN
 from angiorecon.ddsa.infer import DeepDSA, read_frames, shipped_model_path
 from angiorecon.ddsa.train import TrainConfig, Trainer, export_weights, pearson
 from angiorecon.formats.volume import write_stack
+from angiorecon.geometry import VolumeGrid
 from angiorecon.models.unet import UNet
 from conftest import json_events, run_engine
 from ddsa_tubes import tube_source
@@ -89,10 +90,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
-def phantom_ct() -> tuple[np.ndarray, "VolumeGrid"]:
+def phantom_ct() -> tuple[np.ndarray, VolumeGrid]:
     """A 3 mm torso-like HU phantom (body, lungs, spine) — a CT the shipped model never saw."""
-    from angiorecon.geometry import VolumeGrid
-
     z, y, x = np.mgrid[:48, :64, :64].astype(np.float32)
     hu = np.full(z.shape, -1000.0, np.float32)
     body = ((x - 31.5) / 29) ** 2 + ((y - 31.5) / 21) ** 2 < 1

@@ -7,7 +7,7 @@ projector benchmark. Each shape can also be voxelised (with supersampling) on an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
