@@ -35,6 +35,8 @@ a missing or corrupt checkpoint is refused before the first case.
 (``truth_coverage``): the share a kept piece explains, and of the rest the share outside a view's
 detector, outside a view's mask, followed by no candidate piece, or followed by a candidate the
 ghost pruning did not keep. It tells losses of candidate generation from losses of the pruning.
+A second line gives, per fate, the share of it whose depth two views leave open (within
+AMBIGUOUS_DEG of every view pair's epipolar plane): the pruning loses true vessels most there.
 
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
@@ -54,6 +56,7 @@ import argparse
 import inspect
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,7 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from angiorecon.coronary.epipolar import depth_ambiguous_length  # noqa: E402
+from angiorecon.coronary.epipolar import depth_ambiguous_length, epipolar_point_angle  # noqa: E402
 from angiorecon.coronary.graph import resample_polyline, select_branches  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
@@ -106,17 +109,27 @@ def noisy_masks(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+@dataclass
+class TruthFates:
+    """What became of the true centerline (``--diagnose``), per fate of ``FATES``."""
+
+    share: dict[str, float]         #: share of the true centerline (the shares add to 1)
+    open_depth: dict[str, float]    #: share of that fate's part within AMBIGUOUS_DEG of the epipolar planes (NaN: none)
+
+
 def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarray, pieces: list[np.ndarray],
-                   kept: list[int]) -> dict[str, float]:
-    """Share of the true centerline (``tree``) by what became of it (``FATES``, in order).
+                   kept: list[int]) -> TruthFates:
+    """The true centerline (``tree``, sampled every DIAG_STEP_MM) by what became of it (``FATES``, in order).
 
     A sample counts as *kept* when a kept piece explains it; otherwise as outside a view's
     detector, else outside a view's mask (> 1 px), else followed by *no candidate* piece, else
-    by a candidate that was *not kept*.
+    by a candidate that was *not kept*. Each fate also says how much of it lies where the views
+    leave the depth open (its local tangent within AMBIGUOUS_DEG of every view pair's epipolar plane).
     """
     true = [resample_polyline(tree.nodes[c], tree.radii[c], DIAG_STEP_MM)
             for c in tree.branch_polylines() if len(c) >= 2]
     p, reach = np.concatenate([t[0] for t in true]), np.maximum(np.concatenate([t[1] for t in true]), EXPLAIN_MM)
+    open_depth = np.concatenate([epipolar_point_angle(t[0], geometry) for t in true]) < AMBIGUOUS_DEG
 
     def explained(curves: list[np.ndarray]) -> np.ndarray:
         if not curves:
@@ -132,7 +145,15 @@ def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarr
         in_mask &= ndimage.map_coordinates(to_mask, [uv[v, :, 1], uv[v, :, 0]], order=1, cval=np.inf) <= 1.0
     kept_mask = explained([pieces[i] for i in kept])
     fate = np.select([kept_mask, ~on_detector, ~in_mask, ~explained(list(pieces))], [0, 1, 2, 3], default=4)
-    return {name: float(np.mean(fate == k)) for k, name in enumerate(FATES)}
+    return TruthFates({name: float(np.mean(fate == k)) for k, name in enumerate(FATES)},
+                      {name: float(open_depth[fate == k].mean()) if np.any(fate == k) else float("nan")
+                       for k, name in enumerate(FATES)})
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there is none), without numpy's empty-slice warning."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def segmented_masks(views, method: str) -> np.ndarray:
@@ -277,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in peers:
         rows[label] = []
     pose: list[dict[str, float]] = []
-    fates: list[dict[str, float]] = []      # --diagnose: the default's truth_coverage per case
+    fates: list[TruthFates] = []            # --diagnose: the default's truth_coverage per case
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
     print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, "
@@ -356,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                           "of view only)", flush=True)
             if record:
                 fates.append(truth_coverage(views.tree, geometry, view_masks, record["pieces"], record["kept"]))
-                print(f"{'':>10} {'truth':>9} " + "  ".join(f"{k} {x:.1%}" for k, x in fates[-1].items())
+                print(f"{'':>10} {'truth':>9} " + "  ".join(f"{k} {x:.1%}" for k, x in fates[-1].share.items())
                       + "   (share of the true centerline)", flush=True)
+                print(f"{'':>10} {'open':>9} " + "  ".join(f"{k} {x:.0%}" for k, x in fates[-1].open_depth.items())
+                      + f"   (share of each within {AMBIGUOUS_DEG:g}° of the epipolar planes)", flush=True)
             if args.pose_error and label == DEFAULT_METHOD:
                 p = pose_rows(views, masks, args.voxel, *args.pose_error, seed=c)
                 p["dice_exact"] = s["dice"]
@@ -380,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
               f"hd95 {ms('hd95_mm')} mm  one-component {cc1:.0%}  {ms('seconds')} s/case  (n={len(rs)})")
     if fates:
         print(f"# {DEFAULT_METHOD}: the true centerline, mean over {len(fates)} cases: "
-              + "  ".join(f"{k} {np.mean([f[k] for f in fates]):.1%}" for k in FATES))
+              + "  ".join(f"{k} {np.mean([f.share[k] for f in fates]):.1%}" for k in FATES))
+        print(f"# {DEFAULT_METHOD}: share within {AMBIGUOUS_DEG:g}° of the epipolar planes, mean over the cases that "
+              "have the fate: " + "  ".join(f"{k} {_nanmean([f.open_depth[k] for f in fates]):.0%}" for k in FATES))
     if in_view:
         mean = {k: float(np.mean([r[k] for r in in_view])) for k in ("dice", "cldice", "chamfer_mm", "hd95_mm")}
         print(f"# {DEFAULT_METHOD} inside every view's field of view (what the views can reconstruct): "

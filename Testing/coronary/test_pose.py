@@ -13,6 +13,7 @@ from angiorecon.coronary.pose import move_view, observable_axes, refine_pose
 from angiorecon.coronary.problem import CoronaryProblem
 from angiorecon.coronary.scoring import score_occupancy
 from angiorecon.errors import BadInput
+from angiorecon.simulation.trees import VesselTree
 from coronary_cases import SmallCase, small_case
 
 
@@ -87,15 +88,23 @@ def test_bad_inputs(case):
 
 
 def _benchmark():
-    """benchmarks/coronary_quality.py as a module (it is a script, not part of the package)."""
+    """benchmarks/coronary_quality.py as a module (it is a script, not part of the package), loaded once
+    and registered in ``sys.modules`` as an import would (its dataclass needs that)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "coronary_quality.py"
-    spec = importlib.util.spec_from_file_location("coronary_quality", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    if "coronary_quality" not in sys.modules:
+        path = Path(__file__).resolve().parents[2] / "benchmarks" / "coronary_quality.py"
+        spec = importlib.util.spec_from_file_location("coronary_quality", path)
+        bench = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = bench
+        try:
+            spec.loader.exec_module(bench)
+        except BaseException:
+            del sys.modules[spec.name]
+            raise
+    return sys.modules["coronary_quality"]
 
 
 def test_benchmark_pose_error_option(case):
@@ -153,8 +162,8 @@ def test_benchmark_truth_coverage_tells_candidate_losses_from_pruning_losses(cas
 
     def fates(pieces, kept, m=masks):
         f = bench.truth_coverage(tree, g, m, pieces, kept)
-        assert set(f) == set(bench.FATES) and abs(sum(f.values()) - 1) < 1e-9
-        return f
+        assert set(f.share) == set(f.open_depth) == set(bench.FATES) and abs(sum(f.share.values()) - 1) < 1e-9
+        return f.share
 
     assert fates(branches, everything)["kept"] > 0.99
     none_kept = fates(branches, [])                         # every candidate there, none kept
@@ -167,3 +176,25 @@ def test_benchmark_truth_coverage_tells_candidate_losses_from_pruning_losses(cas
     assert unseen["outside mask"] > 0.95 and abs(unseen["outside mask"] + unseen["outside view"] - 1) < 1e-9
     half = fates(branches, everything[: len(branches) // 2])
     assert 0.05 < half["kept"] < 0.95 and half["kept"] + half["not kept"] > 0.95
+
+
+def test_benchmark_truth_coverage_says_where_the_views_leave_the_depth_open(case):
+    """``--diagnose``'s second line: a true branch in the views' epipolar plane is all open depth,
+    one across that plane none, whichever fate each has."""
+    bench = _benchmark()
+    g = case.problem.geometry
+    at = case.views.tree.nodes.mean(axis=0)                 # inside both fields of view
+    src = np.asarray(g.source, dtype=np.float64)
+    in_plane = (src[0] - at) / np.linalg.norm(src[0] - at) + (src[1] - at) / np.linalg.norm(src[1] - at)
+    across = np.cross(src[0] - at, src[1] - at)
+    in_plane, across = in_plane / np.linalg.norm(in_plane), across / np.linalg.norm(across)
+    nodes = np.array([at + k * in_plane for k in (0, 4, 8)] + [at + k * across for k in (3, 7, 11)])
+    # two separate branches (3 mm apart at the closest), so no sample of one is explained by the other
+    tree = VesselTree(nodes, np.full(6, 1.0), [-1, 0, 1, -1, 3, 4], np.zeros(6), [0, 0, 0, 1, 1, 1], [-1, -1])
+    everywhere = np.ones_like(case.problem.masks)
+    f = bench.truth_coverage(tree, g, everywhere, [nodes[:3]], [0])       # the in-plane branch kept, no other piece
+    assert f.share["kept"] == pytest.approx(0.5, abs=0.05) and f.share["no candidate"] == pytest.approx(0.5, abs=0.05)
+    assert f.open_depth["kept"] == 1.0 and f.open_depth["no candidate"] == 0.0
+    assert np.isnan(f.open_depth["not kept"])                              # a fate no sample has
+    f = bench.truth_coverage(tree, g, everywhere, [nodes[3:], nodes[:3]], [0])          # now the reverse
+    assert f.open_depth["kept"] == 0.0 and f.open_depth["not kept"] == 1.0
