@@ -156,6 +156,11 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _percent(share: float) -> str:
+    """``share`` as a whole percentage; a dash for NaN (a fate no sample has)."""
+    return "–" if np.isnan(share) else f"{share:.0%}"
+
+
 def segmented_masks(views, method: str) -> np.ndarray:
     """The task's own 2D segmentation (``segment_views``) of the simulated angiogram (log domain)."""
     from angiorecon.coronary.segment2d import segment_views
@@ -379,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 fates.append(truth_coverage(views.tree, geometry, view_masks, record["pieces"], record["kept"]))
                 print(f"{'':>10} {'truth':>9} " + "  ".join(f"{k} {x:.1%}" for k, x in fates[-1].share.items())
                       + "   (share of the true centerline)", flush=True)
-                print(f"{'':>10} {'open':>9} " + "  ".join(f"{k} {x:.0%}" for k, x in fates[-1].open_depth.items())
+                print(f"{'':>10} {'open':>9} " + "  ".join(f"{k} {_percent(x)}" for k, x in fates[-1].open_depth.items())
                       + f"   (share of each within {AMBIGUOUS_DEG:g}° of the epipolar planes)", flush=True)
             if args.pose_error and label == DEFAULT_METHOD:
                 p = pose_rows(views, masks, args.voxel, *args.pose_error, seed=c)
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {DEFAULT_METHOD}: the true centerline, mean over {len(fates)} cases: "
               + "  ".join(f"{k} {np.mean([f.share[k] for f in fates]):.1%}" for k in FATES))
         print(f"# {DEFAULT_METHOD}: share within {AMBIGUOUS_DEG:g}° of the epipolar planes, mean over the cases that "
-              "have the fate: " + "  ".join(f"{k} {_nanmean([f.open_depth[k] for f in fates]):.0%}" for k in FATES))
+              "have the fate: " + "  ".join(f"{k} {_percent(_nanmean([f.open_depth[k] for f in fates]))}" for k in FATES))
     if in_view:
         mean = {k: float(np.mean([r[k] for r in in_view])) for k in ("dice", "cldice", "chamfer_mm", "hd95_mm")}
         print(f"# {DEFAULT_METHOD} inside every view's field of view (what the views can reconstruct): "
