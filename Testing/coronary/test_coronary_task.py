@@ -45,6 +45,10 @@ def test_task_writes_every_role(sim_folder, tmp_path):
     open_depth = [e["message"] for e in ev if e["event"] == "log" and "epipolar planes" in e["message"]]
     assert bool(open_depth) == (lines["depth_ambiguous_mm"] > 0)
     assert all("a further view" in msg for msg in open_depth)        # two views: say what would fix it
+    assert open_depth, "this case has centerline in the views' epipolar planes"
+    further = lines["further_view"]                                   # ... and at which C-arm angles
+    assert further["label"] in open_depth[0] and further["open_mm_now"] == pytest.approx(lines["depth_ambiguous_mm"])
+    assert 0.0 <= further["open_mm"] < further["open_mm_now"]
     ref = m["reference"]
     assert ref["components"] == 1
     assert ref["dice"] > 0.35 and ref["cldice"] > 0.4      # plumbing; method bounds: test_graph_epipolar

@@ -295,3 +295,41 @@ def test_depth_ambiguity_is_measured_against_the_epipolar_plane():
     tree = CenterlineTree.from_curves([along, across], [None, None])
     assert depth_ambiguous_length(tree, g) == pytest.approx(20.0, abs=1e-6)
     assert depth_ambiguous_length(tree, g.subset([0])) == pytest.approx(35.0, abs=1e-6)   # one view: no depth at all
+
+
+def test_further_view_closes_the_open_depth():
+    """``plan_further_view``: C-arm angles out of the two views' plane, checked against the three-view geometry."""
+    from angiorecon.coronary.epipolar import MIN_SEPARATION_DEG, FurtherView, depth_ambiguous_length, plan_further_view
+    from angiorecon.geometry import ConeBeamGeometry
+    from angiorecon.vessels.centerlines import CenterlineTree
+
+    def carm(primary, secondary):
+        return ConeBeamGeometry.from_xa_angles(primary, secondary, sid=1100.0, sod=780.0, det_shape=(64, 64),
+                                               pixel_spacing=(0.5, 0.5))
+
+    g = carm([0.0, 60.0], [0.0, 0.0])
+    x0 = np.array([5.0, -3.0, 8.0])
+    in_plane = (g.source[0] - x0) / np.linalg.norm(g.source[0] - x0) + (g.source[1] - x0) / np.linalg.norm(
+        g.source[1] - x0)
+    normal = np.cross(g.source[0] - x0, g.source[1] - x0)
+    lin = np.linspace(0.0, 1.0, 21)[:, None]
+    along = x0 + 20.0 * lin * in_plane / np.linalg.norm(in_plane)       # 20 mm whose depth two views leave open
+    across = x0 + 15.0 * lin * normal / np.linalg.norm(normal)
+    tree = CenterlineTree.from_curves([along, across], [None, None])
+    plan = plan_further_view([along, across], g)
+    assert plan.open_mm_now == pytest.approx(20.0, abs=1e-6) and plan.open_mm == pytest.approx(0.0)
+    three = carm([0.0, 60.0, plan.primary_deg], [0.0, 0.0, plan.secondary_deg])
+    assert depth_ambiguous_length(tree, three) == pytest.approx(plan.open_mm)       # the same measure, three views
+    d = -np.vstack([g.source, three.source[2:]])
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    assert np.degrees(np.arccos(d[:2] @ d[2])).min() >= MIN_SEPARATION_DEG
+    between = carm([0.0, 60.0, 30.0], [0.0, 0.0, 0.0])                 # a third view in the two views' plane
+    assert depth_ambiguous_length(tree, between) > 15.0                 # ... leaves the depth open: not suggested
+    assert 0.0 <= plan.foreshortening <= 1.0
+    assert FurtherView(-30.0, 10.0, 0.0, 1.0, 0.5).label() == "RAO 30° CRA 10°"
+    assert FurtherView(25.0, -5.0, 0.0, 1.0, 0.5).label() == "LAO 25° CAU 5°"
+    plain = ConeBeamGeometry(g.source, g.det_center, g.det_u, g.det_v, g.det_shape)   # no C-arm frame: no angles
+    with pytest.raises(BadInput, match="C-arm geometry"):
+        plan_further_view([along], plain)
+    with pytest.raises(BadInput, match="no centerline"):
+        plan_further_view([along[:1]], g)

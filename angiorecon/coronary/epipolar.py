@@ -7,17 +7,20 @@ continuity constraint) and may skip points without a consistent match. Radii com
 distance transforms (half widths) scaled by each view's magnification, then tubes are voxelised.
 
 The same geometry says where any reconstruction is weak: :func:`epipolar_point_angle` gives, per
-centerline point, how far the vessel turns out of the views' epipolar planes, and
-:func:`depth_ambiguous_length` sums the centerline that runs in them, whose depth no view constrains.
+centerline point, how far the vessel turns out of the views' epipolar planes,
+:func:`depth_ambiguous_length` sums the centerline that runs in them, whose depth no view constrains,
+and :func:`plan_further_view` picks the C-arm angles of a further view that would fix most of it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from ..errors import BadInput
 from ..geometry import ConeBeamGeometry
 from ..vessels.centerlines import CenterlineTree
 from .graph import PointTree, ViewMaps, _sample, connect_tree, tubes_to_occupancy
@@ -149,9 +152,10 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
     return curves, radii
 
 
-def _plane_angle(at: np.ndarray, tangent: np.ndarray, geometry: ConeBeamGeometry) -> np.ndarray:
-    """Largest angle (degrees) between unit ``tangent`` (K, 3) at ``at`` (K, 3) and any view pair's epipolar plane."""
-    src = np.asarray(geometry.source, dtype=np.float64)
+def _plane_angle(at: np.ndarray, tangent: np.ndarray, geometry: ConeBeamGeometry | np.ndarray) -> np.ndarray:
+    """Largest angle (degrees) between unit ``tangent`` (K, 3) at ``at`` (K, 3) and any view pair's epipolar
+    plane; ``geometry`` may also be just the views' source positions (V, 3), all the planes depend on."""
+    src = np.asarray(geometry.source if isinstance(geometry, ConeBeamGeometry) else geometry, dtype=np.float64)
     best = np.zeros(len(at))
     for a in range(len(src)):
         for b in range(a + 1, len(src)):
@@ -197,6 +201,73 @@ def depth_ambiguous_length(tree: CenterlineTree, geometry: ConeBeamGeometry, max
             seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
             total += float(seg[epipolar_plane_angle(p, geometry) < max_deg].sum())
     return total
+
+
+#: the C-arm angles (deg) a further view is chosen from: primary LAO (+) / RAO (−), secondary CRA (+) / CAU (−)
+FURTHER_VIEW_PRIMARY = tuple(range(-90, 91, 5))
+FURTHER_VIEW_SECONDARY = tuple(range(-40, 41, 5))
+#: a further view must be at least this far (deg, seen from the isocentre) from each of the views
+MIN_SEPARATION_DEG = 20.0
+
+
+@dataclass(frozen=True)
+class FurtherView:
+    """The suggested further view and what it does to the open depth of a centerline."""
+
+    primary_deg: float          #: LAO (+) / RAO (−)
+    secondary_deg: float        #: CRA (+) / CAU (−)
+    open_mm: float              #: centerline length whose depth would stay open with it
+    open_mm_now: float          #: ... with the views there are (``depth_ambiguous_length``)
+    foreshortening: float       #: length-weighted mean |cos| of centerline and its rays (0: seen broadside)
+
+    def label(self) -> str:
+        """``LAO 35° CRA 20°`` style, as the C-arm shows it."""
+        side = "LAO" if self.primary_deg >= 0 else "RAO"
+        tilt = "CRA" if self.secondary_deg >= 0 else "CAU"
+        return f"{side} {abs(self.primary_deg):.0f}° {tilt} {abs(self.secondary_deg):.0f}°"
+
+
+def plan_further_view(curves: list[np.ndarray], geometry: ConeBeamGeometry, max_deg: float = 10.0) -> FurtherView:
+    """The C-arm angles of a further view that leave the least of ``curves`` (world mm polylines,
+    e.g. the reconstructed centerline branches) within ``max_deg`` of every view pair's epipolar plane.
+
+    Where two views leave the depth open, the pruning loses the true vessel most (``coronary_quality.py
+    --diagnose``) and a third view fixes it. Candidates are ``FURTHER_VIEW_PRIMARY`` × ``FURTHER_VIEW_SECONDARY``
+    at the views' mean source-isocentre distance, at least ``MIN_SEPARATION_DEG`` from every view; ties
+    in open length (to 1 mm) go to the view that sees the centerline least foreshortened. Needs the
+    geometry in the C-arm's frame (DICOM patient LPS, isocentre at the origin), as XA DICOM and the
+    JSON sidecars give it.
+    """
+    if not str(geometry.meta.get("frame", "")).startswith("DICOM patient"):
+        raise BadInput("a further view can only be suggested for C-arm geometry (DICOM patient frame, isocentre at "
+                       f"the origin); this geometry's frame is {geometry.meta.get('frame', 'not given')!r}")
+    segs = [np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in curves]
+    segs = [c for c in segs if len(c) >= 2]
+    if not segs:
+        raise BadInput("no centerline to plan a further view for")
+    mid = np.concatenate([0.5 * (c[1:] + c[:-1]) for c in segs])
+    step = np.concatenate([np.diff(c, axis=0) for c in segs])
+    length = np.linalg.norm(step, axis=1)
+    tangent = step / np.maximum(length, 1e-12)[:, None]
+    src = np.asarray(geometry.source, dtype=np.float64)
+    prim, sec = (g.ravel() for g in np.meshgrid(np.asarray(FURTHER_VIEW_PRIMARY, float),
+                                                np.asarray(FURTHER_VIEW_SECONDARY, float), indexing="ij"))
+    sod = float(np.linalg.norm(src, axis=1).mean())                          # only the sources matter here
+    cand = ConeBeamGeometry.from_xa_angles(prim, sec, 2 * sod, sod, (1.0, 1.0), geometry.det_shape).source
+    cos_apart = (src / np.linalg.norm(src, axis=1, keepdims=True)) @ (cand / np.linalg.norm(cand, axis=1)[:, None]).T
+    apart = np.degrees(np.arccos(np.clip(cos_apart, -1.0, 1.0))).min(axis=0)
+    open_mm = np.empty(len(cand))
+    foreshort = np.empty(len(cand))
+    for k, c in enumerate(cand):
+        open_mm[k] = float(length[_plane_angle(mid, tangent, np.vstack([src, c])) < max_deg].sum())
+        ray = (mid - c) / np.linalg.norm(mid - c, axis=1, keepdims=True)
+        foreshort[k] = float((np.abs((ray * tangent).sum(axis=1)) * length).sum() / length.sum())
+    allowed = apart >= MIN_SEPARATION_DEG
+    if not allowed.any():
+        raise BadInput(f"no C-arm angle on the grid is {MIN_SEPARATION_DEG:g}° from every view")
+    k = int(np.lexsort((foreshort, np.round(open_mm), ~allowed))[0])
+    open_now = float(length[_plane_angle(mid, tangent, src) < max_deg].sum())
+    return FurtherView(float(prim[k]), float(sec[k]), float(open_mm[k]), open_now, float(foreshort[k]))
 
 
 def reconstruct_epipolar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -309,14 +310,20 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
                  f"view {v + 1}: reprojection Dice {metrics['reprojection_dice'][v]:.3f}", ambiguous_uv[v])
         ctx.add_output("overlays", rel, f"view {v + 1}: measured image, mask contour, rendered reprojection")
     if tree is not None:
-        from ..coronary.epipolar import depth_ambiguous_length
+        from ..coronary.epipolar import depth_ambiguous_length, plan_further_view
 
         ambiguous = depth_ambiguous_length(tree, geometry, AMBIGUOUS_DEG)
         metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length),
                                   "depth_ambiguous_mm": ambiguous, "depth_ambiguous_deg": AMBIGUOUS_DEG}
         if ambiguous > 0:
-            hint = ("; a further view from an angle out of the two views' plane fixes it"
-                    if geometry.n_views == 2 else "")
+            hint = ""
+            try:
+                plan = plan_further_view([b.points for b in tree.branches], geometry, AMBIGUOUS_DEG)
+                metrics["centerlines"]["further_view"] = {**asdict(plan), "label": plan.label()}
+                hint = (f"; a further view at {plan.label()} would leave {plan.open_mm:.0f} mm open "
+                        "(metrics.json: centerlines.further_view)")
+            except BadInput as exc:                       # geometry not in the C-arm frame: no angles to suggest
+                hint = f"; no further view suggested: {exc}"
             ctx.log(f"{ambiguous:.0f} of {tree.total_length:.0f} mm of centerline run within {AMBIGUOUS_DEG:g}° of the "
                     f"views' epipolar planes: the views do not fix their depth, which follows their ends{hint}")
     if job.get("reference"):
