@@ -203,8 +203,9 @@ def depth_ambiguous_length(tree: CenterlineTree, geometry: ConeBeamGeometry, max
     return total
 
 
-#: the C-arm angles (deg) a further view is chosen from: primary LAO (+) / RAO (−), secondary CRA (+) / CAU (−)
-FURTHER_VIEW_PRIMARY = tuple(range(-90, 91, 5))
+#: the C-arm angles (deg) a further view is chosen from, the span of the usual coronary projections:
+#: primary LAO (+) / RAO (−) up to 60°, secondary CRA (+) / CAU (−) up to 40°
+FURTHER_VIEW_PRIMARY = tuple(range(-60, 61, 5))
 FURTHER_VIEW_SECONDARY = tuple(range(-40, 41, 5))
 #: a further view must be at least this far (deg, seen from the isocentre) from each of the views
 MIN_SEPARATION_DEG = 20.0
