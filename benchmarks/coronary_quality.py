@@ -38,6 +38,10 @@ ghost pruning did not keep. It tells losses of candidate generation from losses 
 A second line gives, per fate, the share of it whose depth two views leave open (within
 AMBIGUOUS_DEG of every view pair's epipolar plane): the pruning loses true vessels most there.
 
+``--further-view`` prints, per case, how much of the true centerline the views leave open (within
+AMBIGUOUS_DEG of every epipolar plane) and how much would stay open with the further view the
+``coronary`` task suggests (``epipolar.plan_further_view``, planned on the default's reconstruction).
+
 ``--pose-error DEG,MM`` also gives the default method the second view's geometry rotated by DEG
 about a random axis through the region's centre and shifted MM in a random direction, and prints
 its Dice without and with ``coronary.pose.refine_pose``, and the pose error (RMS px in view 2 of
@@ -68,7 +72,8 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from angiorecon.coronary.epipolar import depth_ambiguous_length, epipolar_point_angle  # noqa: E402
+from angiorecon.coronary.epipolar import (depth_ambiguous_length, epipolar_plane_angle,  # noqa: E402
+                                          epipolar_point_angle, plan_further_view)
 from angiorecon.coronary.graph import resample_polyline, select_branches  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
@@ -148,6 +153,17 @@ def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarr
     return TruthFates({name: float(np.mean(fate == k)) for k, name in enumerate(FATES)},
                       {name: float(open_depth[fate == k].mean()) if np.any(fate == k) else float("nan")
                        for k, name in enumerate(FATES)})
+
+
+def truth_open_mm(tree: VesselTree, sources: np.ndarray) -> float:
+    """Length (mm) of the true centerline within AMBIGUOUS_DEG of every epipolar plane of views at ``sources``."""
+    total = 0.0
+    for c in tree.branch_polylines():
+        if len(c) >= 2:
+            p = tree.nodes[c]
+            step = np.linalg.norm(np.diff(p, axis=0), axis=1)
+            total += float(step[epipolar_plane_angle(p, sources) < AMBIGUOUS_DEG].sum())
+    return total
 
 
 def _nanmean(values: list[float]) -> float:
@@ -269,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--diagnose", action="store_true",
                     help=f"also print, per case, what became of the true centerline under {DEFAULT_METHOD} "
                          "(kept / outside a view / outside a mask / no candidate / candidate not kept)")
+    ap.add_argument("--further-view", action="store_true",
+                    help=f"also print, per case, how much of the true centerline two views leave open and how much "
+                         f"the further view {DEFAULT_METHOD}'s task suggests (planned on its reconstruction) would")
     ap.add_argument("--pose-error", type=pose_error, metavar="DEG,MM",
                     help="also score the default method with view 2's geometry off by DEG degrees and MM mm, "
                          "without and with pose refinement")
@@ -304,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[label] = []
     pose: list[dict[str, float]] = []
     fates: list[TruthFates] = []            # --diagnose: the default's truth_coverage per case
+    further: list[tuple[float, float]] = []  # --further-view: true open depth (mm) without and with it
     in_view: list[dict[str, float]] = []     # the default method scored where every view sees
     edge_vs_seen: list[tuple[bool, bool]] = []  # (the task warns of vessels at a detector edge, lumen all seen)
     print(f"# coronary_quality: {args.cases} cases from seed {args.first}, {args.views} views, "
@@ -386,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
                       + "   (share of the true centerline)", flush=True)
                 print(f"{'':>10} {'open':>9} " + "  ".join(f"{k} {_percent(x)}" for k, x in fates[-1].open_depth.items())
                       + f"   (share of each within {AMBIGUOUS_DEG:g}° of the epipolar planes)", flush=True)
+            if args.further_view and label == DEFAULT_METHOD and res.tree is not None and res.tree.branches:
+                plan = plan_further_view([b.points for b in res.tree.branches], geometry, AMBIGUOUS_DEG)
+                opened = (truth_open_mm(views.tree, geometry.source),
+                          truth_open_mm(views.tree, np.vstack([geometry.source, plan.source_mm])))
+                further.append(opened)
+                print(f"{'':>10} {'further':>9} {plan.label()}: the true centerline open {opened[0]:.0f} mm with "
+                      f"the views, {opened[1]:.0f} mm with it (on the reconstruction {plan.open_mm_now:.0f} → "
+                      f"{plan.open_mm:.0f} mm)", flush=True)
             if args.pose_error and label == DEFAULT_METHOD:
                 p = pose_rows(views, masks, args.voxel, *args.pose_error, seed=c)
                 p["dice_exact"] = s["dice"]
@@ -411,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
               + "  ".join(f"{k} {np.mean([f.share[k] for f in fates]):.1%}" for k in FATES))
         print(f"# {DEFAULT_METHOD}: share within {AMBIGUOUS_DEG:g}° of the epipolar planes, mean over the cases that "
               "have the fate: " + "  ".join(f"{k} {_percent(_nanmean([f.open_depth[k] for f in fates]))}" for k in FATES))
+    if further:
+        now, then = np.mean(further, axis=0)
+        print(f"# {DEFAULT_METHOD}: the true centerline open (within {AMBIGUOUS_DEG:g}° of the epipolar planes), mean "
+              f"over {len(further)} cases: {now:.1f} mm with the views, {then:.1f} mm with the suggested further view")
     if in_view:
         mean = {k: float(np.mean([r[k] for r in in_view])) for k in ("dice", "cldice", "chamfer_mm", "hd95_mm")}
         print(f"# {DEFAULT_METHOD} inside every view's field of view (what the views can reconstruct): "

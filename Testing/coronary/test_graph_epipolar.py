@@ -299,7 +299,8 @@ def test_depth_ambiguity_is_measured_against_the_epipolar_plane():
 
 def test_further_view_closes_the_open_depth():
     """``plan_further_view``: C-arm angles out of the two views' plane, checked against the three-view geometry."""
-    from angiorecon.coronary.epipolar import MIN_SEPARATION_DEG, FurtherView, depth_ambiguous_length, plan_further_view
+    from angiorecon.coronary.epipolar import (MIN_SEPARATION_DEG, FurtherView, depth_ambiguous_length,
+                                              epipolar_plane_angle, plan_further_view)
     from angiorecon.geometry import ConeBeamGeometry
     from angiorecon.vessels.centerlines import CenterlineTree
 
@@ -326,8 +327,11 @@ def test_further_view_closes_the_open_depth():
     between = carm([0.0, 60.0, 30.0], [0.0, 0.0, 0.0])                 # a third view in the two views' plane
     assert depth_ambiguous_length(tree, between) > 15.0                 # ... leaves the depth open: not suggested
     assert 0.0 <= plan.foreshortening <= 1.0
-    assert FurtherView(-30.0, 10.0, 0.0, 1.0, 0.5).label() == "RAO 30° CRA 10°"
-    assert FurtherView(25.0, -5.0, 0.0, 1.0, 0.5).label() == "LAO 25° CAU 5°"
+    np.testing.assert_allclose(plan.source_mm, three.source[2], atol=1e-9)
+    three_sources = np.vstack([g.source, plan.source_mm])              # the planes need only the sources
+    np.testing.assert_allclose(epipolar_plane_angle(along, three_sources), epipolar_plane_angle(along, three))
+    assert FurtherView(-30.0, 10.0, 0.0, 1.0, 0.5, (0.0, 0.0, 0.0)).label() == "RAO 30° CRA 10°"
+    assert FurtherView(25.0, -5.0, 0.0, 1.0, 0.5, (0.0, 0.0, 0.0)).label() == "LAO 25° CAU 5°"
     plain = ConeBeamGeometry(g.source, g.det_center, g.det_u, g.det_v, g.det_shape)   # no C-arm frame: no angles
     with pytest.raises(BadInput, match="C-arm geometry"):
         plan_further_view([along], plain)

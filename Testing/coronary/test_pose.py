@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from angiorecon.coronary.epipolar import plan_further_view
 from angiorecon.coronary.hull import roi_grid
 from angiorecon.coronary.methods import reconstruct
 from angiorecon.coronary.pose import move_view, observable_axes, refine_pose
@@ -198,3 +199,7 @@ def test_benchmark_truth_coverage_says_where_the_views_leave_the_depth_open(case
     assert np.isnan(f.open_depth["not kept"])                              # a fate no sample has
     f = bench.truth_coverage(tree, g, everywhere, [nodes[3:], nodes[:3]], [0])          # now the reverse
     assert f.open_depth["kept"] == 0.0 and f.open_depth["not kept"] == 1.0
+    # --further-view: the in-plane branch is the open length, which the suggested further view closes
+    assert bench.truth_open_mm(tree, g.source) == pytest.approx(8.0)
+    plan = plan_further_view([nodes[:3], nodes[3:]], g)
+    assert bench.truth_open_mm(tree, np.vstack([g.source, plan.source_mm])) == pytest.approx(0.0)

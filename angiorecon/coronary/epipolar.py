@@ -165,8 +165,9 @@ def _plane_angle(at: np.ndarray, tangent: np.ndarray, geometry: ConeBeamGeometry
     return best
 
 
-def epipolar_plane_angle(points: np.ndarray, geometry: ConeBeamGeometry) -> np.ndarray:
-    """Per segment of a polyline (M, 3), the largest angle (degrees) to the epipolar plane of any view pair.
+def epipolar_plane_angle(points: np.ndarray, geometry: ConeBeamGeometry | np.ndarray) -> np.ndarray:
+    """Per segment of a polyline (M, 3), the largest angle (degrees) to the epipolar plane of any view pair
+    (``geometry``, or just the views' source positions (V, 3): the planes depend on nothing else).
 
     A vessel that runs in the epipolar plane of every pair projects along the epipolar lines of every
     view, so no view constrains where along those lines it lies: its depth comes from the continuity of
@@ -220,6 +221,7 @@ class FurtherView:
     open_mm: float              #: centerline length whose depth would stay open with it
     open_mm_now: float          #: ... with the views there are (``depth_ambiguous_length``)
     foreshortening: float       #: length-weighted mean |cos| of centerline and its rays (0: seen broadside)
+    source_mm: tuple[float, float, float]   #: its source position (the geometry's frame), at the views' mean SOD
 
     def label(self) -> str:
         """``LAO 35° CRA 20°`` style, as the C-arm shows it."""
@@ -268,7 +270,8 @@ def plan_further_view(curves: list[np.ndarray], geometry: ConeBeamGeometry, max_
         raise BadInput(f"no C-arm angle on the grid is {MIN_SEPARATION_DEG:g}° from every view")
     k = int(np.lexsort((foreshort, np.round(open_mm), ~allowed))[0])
     open_now = float(length[_plane_angle(mid, tangent, src) < max_deg].sum())
-    return FurtherView(float(prim[k]), float(sec[k]), float(open_mm[k]), open_now, float(foreshort[k]))
+    return FurtherView(float(prim[k]), float(sec[k]), float(open_mm[k]), open_now, float(foreshort[k]),
+                       (float(cand[k, 0]), float(cand[k, 1]), float(cand[k, 2])))
 
 
 def reconstruct_epipolar(problem: CoronaryProblem, *, preset: str = "fast", device: str = "cpu", seed: int = 0,
