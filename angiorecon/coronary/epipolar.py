@@ -154,7 +154,7 @@ def epipolar_curves(problem: CoronaryProblem, views: ViewMaps | None = None, *, 
 
 def _plane_angle(at: np.ndarray, tangent: np.ndarray, geometry: ConeBeamGeometry | np.ndarray) -> np.ndarray:
     """Largest angle (degrees) between unit ``tangent`` (K, 3) at ``at`` (K, 3) and any view pair's epipolar
-    plane; ``geometry`` may also be just the views' source positions (V, 3), all the planes depend on."""
+    plane; ``geometry`` may also be just the views' source positions (V, 3), which is all the planes need."""
     src = np.asarray(geometry.source if isinstance(geometry, ConeBeamGeometry) else geometry, dtype=np.float64)
     best = np.zeros(len(at))
     for a in range(len(src)):

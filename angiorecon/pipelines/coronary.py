@@ -316,7 +316,6 @@ def run(job: dict[str, Any], ctx: TaskContext) -> None:
         metrics["centerlines"] = {"branches": len(tree.branches), "total_length_mm": float(tree.total_length),
                                   "depth_ambiguous_mm": ambiguous, "depth_ambiguous_deg": AMBIGUOUS_DEG}
         if ambiguous > 0:
-            hint = ""
             try:
                 plan = plan_further_view([b.points for b in tree.branches], geometry, AMBIGUOUS_DEG)
                 metrics["centerlines"]["further_view"] = {**asdict(plan), "label": plan.label()}
