@@ -72,8 +72,8 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from angiorecon.coronary.epipolar import (depth_ambiguous_length, epipolar_plane_angle,  # noqa: E402
-                                          epipolar_point_angle, plan_further_view)
+from angiorecon.coronary.epipolar import (depth_ambiguous_length, epipolar_point_angle,  # noqa: E402
+                                          open_depth_length, plan_further_view)
 from angiorecon.coronary.graph import resample_polyline, select_branches  # noqa: E402
 from angiorecon.coronary.hull import roi_grid  # noqa: E402
 from angiorecon.coronary.methods import DEFAULT_METHOD, METHODS, reconstruct  # noqa: E402
@@ -157,13 +157,7 @@ def truth_coverage(tree: VesselTree, geometry: ConeBeamGeometry, masks: np.ndarr
 
 def truth_open_mm(tree: VesselTree, sources: np.ndarray) -> float:
     """Length (mm) of the true centerline within AMBIGUOUS_DEG of every epipolar plane of views at ``sources``."""
-    total = 0.0
-    for c in tree.branch_polylines():
-        if len(c) >= 2:
-            p = tree.nodes[c]
-            step = np.linalg.norm(np.diff(p, axis=0), axis=1)
-            total += float(step[epipolar_plane_angle(p, sources) < AMBIGUOUS_DEG].sum())
-    return total
+    return open_depth_length([tree.nodes[c] for c in tree.branch_polylines()], sources, AMBIGUOUS_DEG)
 
 
 def _nanmean(values: list[float]) -> float:
